@@ -1,0 +1,230 @@
+"""Dataset loaders. Every loader returns float32 images (N, H, W, C) in [0, 1] plus labels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zspace.data.idx import read_idx
+from zspace.errors import DataError
+
+__all__ = [
+    "Dataset",
+    "load_dataset",
+    "find_local_dataset",
+    "keras_cache_dir",
+    "check_input_shape",
+    "train_validation_split",
+]
+
+# File names Keras caches under ~/.keras/datasets/<name>/ (and the original distribution's).
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_KERAS_CACHE_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
+_SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")], "mnist": [Path("/usr/share/datasets/mnist")]}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels of one dataset.
+
+    Attributes:
+        name: dataset name ("digits", "fashion_mnist", ...).
+        source: where it was read from (a path, or "scikit-learn").
+        x_train: float32 (N, H, W, C) in [0, 1].
+        y_train: int64 (N,) labels, or None.
+        x_test, y_test: the official test split, or None when the dataset has none.
+    """
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+
+def keras_cache_dir() -> Path:
+    """Keras' dataset cache: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets"
+
+
+def _to_images(raw: np.ndarray, source: str) -> np.ndarray:
+    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, H, W, C) in [0, 1]."""
+    if raw.ndim == 3:
+        raw = raw[..., None]
+    if raw.ndim != 4:
+        raise DataError(f"{source}: expected images of shape (N, H, W) or (N, H, W, C); got {raw.shape}.")
+    return raw.astype(np.float32) / 255.0
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_idx(folder: Path) -> bool:
+    return all(_find_idx(folder, stem) for stem in _IDX_FILES.values())
+
+
+def _load_idx_folder(name: str, folder: Path) -> Dataset:
+    arrays = {}
+    for key, stem in _IDX_FILES.items():
+        path = _find_idx(folder, stem)
+        if path is None:
+            raise FileNotFoundError(f"{folder}: missing IDX file {stem}(.gz) for dataset {name!r}")
+        arrays[key] = read_idx(path)
+    for split in ("train", "test"):
+        n_x, n_y = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
+        if n_x != n_y:
+            raise DataError(f"{folder}: {split} split has {n_x} images but {n_y} labels.")
+    return Dataset(
+        name=name,
+        source=str(folder),
+        x_train=_to_images(arrays["x_train"], str(folder)),
+        y_train=arrays["y_train"].astype(np.int64),
+        x_test=_to_images(arrays["x_test"], str(folder)),
+        y_test=arrays["y_test"].astype(np.int64),
+    )
+
+
+def _load_mnist_npz(path: Path) -> Dataset:
+    with np.load(path, allow_pickle=False) as data:
+        return Dataset("mnist", str(path), _to_images(data["x_train"], str(path)),
+                       data["y_train"].astype(np.int64), _to_images(data["x_test"], str(path)),
+                       data["y_test"].astype(np.int64))
+
+
+def find_local_dataset(name: str, data_dir: str | Path = "") -> Path | None:
+    """Where ``name`` ("mnist", "fashion_mnist") already is on this machine, or None.
+
+    Looks in ``data_dir`` (if given), the Keras cache, then system folders such as
+    ``/usr/share/datasets/fashion-mnist``.
+    """
+    candidates = [Path(data_dir)] if data_dir else []
+    cache_name = _KERAS_CACHE_NAMES.get(name)
+    if cache_name:
+        candidates.append(keras_cache_dir() / cache_name)
+        if name == "mnist":
+            candidates.append(keras_cache_dir() / "mnist.npz")
+    candidates += _SYSTEM_DIRS.get(name, [])
+    for candidate in candidates:
+        if candidate.is_file() and candidate.suffix == ".npz":
+            return candidate
+        if candidate.is_dir() and _has_idx(candidate):
+            return candidate
+    return None
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., None]
+    return Dataset("digits", "scikit-learn", images, digits.target.astype(np.int64))
+
+
+def _download(name: str) -> None:
+    import keras
+
+    loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
+    loader.load_data()
+
+
+def load_dataset(name: str, data_dir: str | Path = "") -> Dataset:
+    """Loads a dataset by name.
+
+    Args:
+        name: "digits" (scikit-learn's 8x8 digits, no download), "mnist", "fashion_mnist",
+            or "idx:FOLDER" (the four standard IDX files in FOLDER).
+        data_dir: folder to look in first for mnist / fashion_mnist.
+
+    Raises:
+        FileNotFoundError, DataError: with the path or name and what was expected.
+    """
+    if name == "digits":
+        return _load_digits()
+    if name.startswith("idx:"):
+        folder = Path(name[4:])
+        if not folder.is_dir():
+            raise FileNotFoundError(f"dataset folder not found: {folder}")
+        return _load_idx_folder(folder.name, folder)
+    if name not in _KERAS_CACHE_NAMES:
+        raise DataError(
+            f"unknown dataset {name!r}; expected 'digits', 'mnist', 'fashion_mnist' or 'idx:FOLDER'."
+        )
+    if data_dir and not Path(data_dir).exists():
+        raise FileNotFoundError(f"data_dir not found: {data_dir}")
+    found = find_local_dataset(name, data_dir)
+    if found is None:
+        try:
+            _download(name)
+        except Exception as exc:  # offline, proxy, ...: say where we looked
+            raise DataError(
+                f"dataset {name!r} is not on this machine (looked in "
+                f"{data_dir or '<no data_dir>'}, {keras_cache_dir()}) and the download failed "
+                f"({type(exc).__name__}: {exc}). Pass data_dir = a folder with the IDX files."
+            ) from None
+        found = find_local_dataset(name, data_dir)
+        if found is None:
+            raise DataError(f"dataset {name!r}: download finished but no files in {keras_cache_dir()}.")
+    if found.suffix == ".npz":
+        return _load_mnist_npz(found)
+    return _load_idx_folder(name, found)
+
+
+def check_input_shape(dataset: Dataset, input_shape: tuple[int, ...]) -> None:
+    """Raises DataError unless the dataset's images have the model's ``input_shape``."""
+    if len(dataset.x_train) == 0:
+        raise DataError(f"dataset {dataset.name!r} ({dataset.source}) has no images.")
+    if tuple(dataset.image_shape) != tuple(input_shape):
+        h, w, c = dataset.image_shape
+        raise DataError(
+            f"dataset {dataset.name!r} has images of shape {dataset.image_shape} but the "
+            f"model's input_shape is {tuple(input_shape)}; set input_shape = [{h}, {w}, {c}] "
+            f"(and strides that fit it)."
+        )
+
+
+def train_validation_split(
+    dataset: Dataset, validation_split: float, subset: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Training and validation arrays: (x_train, y_train, x_val, y_val).
+
+    The official test split is the validation set when the dataset has one; otherwise a
+    seeded ``validation_split`` fraction is held out. ``subset`` > 0 keeps a seeded random
+    choice of that many training images (and proportionally many validation images).
+    """
+    rng = np.random.default_rng(seed)
+    x, y = dataset.x_train, dataset.y_train
+    if dataset.x_test is not None:
+        x_val, y_val = dataset.x_test, dataset.y_test
+    else:
+        order = rng.permutation(len(x))
+        n_val = max(1, int(round(validation_split * len(x))))
+        if len(x) - n_val < 1:
+            raise DataError(f"dataset {dataset.name!r} has too few images ({len(x)}) to split.")
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        x_val, y_val = x[val_idx], None if y is None else y[val_idx]
+        x, y = x[train_idx], None if y is None else y[train_idx]
+    if subset and subset < len(x):
+        n_val = max(1, min(len(x_val), int(round(subset * len(x_val) / len(x)))))
+        train_idx = np.sort(rng.choice(len(x), subset, replace=False))
+        val_idx = np.sort(rng.choice(len(x_val), n_val, replace=False))
+        x, y = x[train_idx], None if y is None else y[train_idx]
+        x_val, y_val = x_val[val_idx], None if y_val is None else y_val[val_idx]
+    return x, y, x_val, y_val

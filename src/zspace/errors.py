@@ -1,0 +1,25 @@
+"""Exceptions zspace raises on bad input; each message names the field, value or path."""
+
+from __future__ import annotations
+
+__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "RunError"]
+
+
+class ZspaceError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+
+class ConfigError(ZspaceError, ValueError):
+    """A config field has a bad value, type or name."""
+
+
+class DataError(ZspaceError, ValueError):
+    """A dataset is missing, malformed, empty or of the wrong shape."""
+
+
+class ModelFileError(ZspaceError, ValueError):
+    """A model file is refused (unsafe content, wrong format, not zspace)."""
+
+
+class RunError(ZspaceError, RuntimeError):
+    """A run directory cannot be used as asked (e.g. resuming with a changed config)."""

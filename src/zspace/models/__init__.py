@@ -1,0 +1,16 @@
+"""Keras models: encoder, decoder, the Autoencoder/VAE and their losses."""
+
+from zspace.models.autoencoder import Autoencoder, build_model
+from zspace.models.layers import KLDivergenceLoss, Sampling
+from zspace.models.losses import kl_per_image, reconstruction_per_image
+from zspace.models.saving import load_model
+
+__all__ = [
+    "Autoencoder",
+    "build_model",
+    "load_model",
+    "Sampling",
+    "KLDivergenceLoss",
+    "kl_per_image",
+    "reconstruction_per_image",
+]

@@ -1,0 +1,188 @@
+"""The Autoencoder / VAE model: one Keras model class for every kind and KL method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from zspace.config import ModelConfig
+from zspace.models import train_steps
+from zspace.models.layers import KLDivergenceLoss
+from zspace.models.losses import (
+    LogvarKLLoss,
+    MuKLLoss,
+    ReconstructionLoss,
+    kl_per_image,
+    reconstruction_per_image,
+)
+from zspace.models.networks import build_decoder, build_encoder
+
+__all__ = ["Autoencoder", "build_model"]
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class Autoencoder(keras.Model):
+    """Convolutional AE or VAE.
+
+    ``call`` returns a dict: ``reconstruction`` (batch, H, W, C) and ``z`` (batch, z_dim),
+    plus ``mu`` and ``logvar`` (batch, z_dim) for a VAE.
+
+    How the KL term reaches the optimizer depends on ``config.kl_method``:
+
+    - ``"layer"``: a :class:`KLDivergenceLoss` layer calls ``add_loss`` inside the forward pass.
+    - ``"outputs"``: ``mu`` and ``logvar`` are outputs with their own loss functions
+      (:class:`MuKLLoss`, :class:`LogvarKLLoss`) given to ``compile``.
+    - ``"add_loss"``: the model calls ``self.add_loss`` in its own ``call``. (Keras 2 let a
+      functional model take ``model.add_loss(kl_tensor)`` on symbolic tensors; Keras 3's
+      ``Functional.add_loss`` raises ``NotImplementedError``, because a Keras 3 functional
+      graph only records layer calls, so a loss built from raw ops on symbolic tensors
+      could never be re-evaluated at training time.)
+    - ``"train_step"``: a custom training step computes reco + KL under the backend's
+      autodiff (:mod:`zspace.models.train_steps`); nothing goes through ``compile``'s loss.
+
+    All four give the same loss and gradients for the same batch, weights and noise.
+
+    Reported metrics (batch-size-weighted means, so ``total_loss == reco_loss + kl_loss``
+    also holds for epoch means): ``total_loss``, ``reco_loss``, ``kl_loss`` (weighted by
+    ``kl_factor``) and, for a VAE, ``kl_divergence`` (unweighted KL, nats per image).
+    """
+
+    def __init__(self, config: ModelConfig | dict[str, Any], seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.model_config = config if isinstance(config, ModelConfig) else ModelConfig(**config)
+        self.seed = seed
+        cfg = self.model_config
+        self.is_vae = cfg.kind == "vae"
+        self.kl_method = cfg.kl_method if self.is_vae else None
+        # === Layers ===
+        self.encoder = build_encoder(cfg, seed=seed)
+        self.decoder = build_decoder(cfg)
+        if self.kl_method == "layer":
+            self.kl_loss_layer = KLDivergenceLoss(cfg.kl_factor, name="kl_loss_layer")
+        # === Metrics ===
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        self.reco_loss_tracker = keras.metrics.Mean(name="reco_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        if self.is_vae:
+            self.kl_divergence_tracker = keras.metrics.Mean(name="kl_divergence")
+        self.build((None, *cfg.input_shape))
+
+    def build(self, input_shape):
+        # Encoder and decoder are functional models, built at construction.
+        self.built = True
+
+    # --- forward ------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        encoded = self.encoder(inputs, training=training)
+        outputs = dict(encoded)
+        if self.kl_method == "layer":
+            outputs["mu"], outputs["logvar"] = self.kl_loss_layer(
+                [encoded["mu"], encoded["logvar"]]
+            )
+        elif self.kl_method == "add_loss":
+            self.add_loss(self.weighted_kl(encoded["mu"], encoded["logvar"]))
+        outputs["reconstruction"] = self.decoder(encoded["z"], training=training)
+        return outputs
+
+    # --- losses -------------------------------------------------------------------
+    def weighted_kl(self, mu, logvar):
+        """kl_factor * batch mean of the KL divergence (scalar)."""
+        return self.model_config.kl_factor * ops.mean(kl_per_image(mu, logvar))
+
+    def loss_terms(self, y, y_pred):
+        """(reco, weighted KL) batch means, computed directly from targets and outputs."""
+        reco = ops.mean(
+            reconstruction_per_image(y, y_pred["reconstruction"], self.model_config.reconstruction_loss)
+        )
+        if not self.is_vae:
+            return reco, ops.zeros_like(reco)
+        return reco, self.weighted_kl(y_pred["mu"], y_pred["logvar"])
+
+    def compile(self, optimizer="adam", **kwargs):
+        """Compiles with the losses the KL method needs; pass only optimizer and options."""
+        if "loss" in kwargs:
+            raise ValueError("Autoencoder.compile sets its own loss; do not pass `loss`.")
+        reco = ReconstructionLoss(self.model_config.reconstruction_loss)
+        if self.kl_method == "train_step":
+            loss = None
+        elif self.kl_method == "outputs":
+            kl_factor = self.model_config.kl_factor
+            loss = {"reconstruction": reco, "mu": MuKLLoss(kl_factor), "logvar": LogvarKLLoss(kl_factor)}
+        else:
+            loss = {"reconstruction": reco}
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {"optimizer": keras.optimizers.serialize(self.optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(optimizer=keras.optimizers.deserialize(config["optimizer"]))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.kl_method == "outputs":
+            # The KL losses ignore y_true; hand them the outputs so the structures match.
+            y = {"reconstruction": y, "mu": y_pred["mu"], "logvar": y_pred["logvar"]}
+        return super().compute_loss(x, y, y_pred, sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        reco, kl = self.loss_terms(y, y_pred)
+        batch_size = ops.shape(y_pred["reconstruction"])[0]
+        self.total_loss_tracker.update_state(reco + kl, sample_weight=batch_size)
+        self.reco_loss_tracker.update_state(reco, sample_weight=batch_size)
+        self.kl_loss_tracker.update_state(kl, sample_weight=batch_size)
+        if self.is_vae:
+            raw_kl = ops.mean(kl_per_image(y_pred["mu"], y_pred["logvar"]))
+            self.kl_divergence_tracker.update_state(raw_kl, sample_weight=batch_size)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def train_step(self, *args):
+        if self.kl_method == "train_step":
+            return train_steps.custom_train_step(self, *args)
+        return super().train_step(*args)
+
+    # --- inference ----------------------------------------------------------------
+    def encode(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Images (N, H, W, C) in [0, 1] -> {"z"} (+ "mu", "logvar" for a VAE), each (N, z_dim)."""
+        return self.encoder.predict(images, batch_size=batch_size, verbose=0)
+
+    def decode(self, z, batch_size: int = 256) -> np.ndarray:
+        """z (N, z_dim) -> images (N, H, W, C) in [0, 1]."""
+        return self.decoder.predict(np.asarray(z, dtype="float32"), batch_size=batch_size, verbose=0)
+
+    def reconstruct(self, images, batch_size: int = 256) -> np.ndarray:
+        """Images (N, H, W, C) -> decoded images of the same shape (through the sampled z)."""
+        return self.decode(self.encode(images, batch_size)["z"], batch_size)
+
+    @property
+    def sampling_layer(self):
+        return self.encoder.get_layer("sampling") if self.is_vae else None
+
+    def set_epsilon_scale(self, value: float) -> None:
+        """Changes the noise scale of z = mu + sigma * eps * scale on a trained model (0: z = mu)."""
+        if not self.is_vae:
+            raise ValueError("epsilon_scale only exists for kind='vae' models.")
+        if value < 0:
+            raise ValueError(f"`epsilon_scale` must be non-negative. Received: {value}")
+        self.sampling_layer.epsilon_scale.assign(float(value))
+
+    # === Config ===
+    def get_config(self):
+        from zspace.config import RunConfig
+
+        return {
+            **super().get_config(),
+            "config": RunConfig(model=self.model_config).to_dict()["model"],
+            "seed": self.seed,
+        }
+
+
+def build_model(config: ModelConfig, seed: int | None = None) -> Autoencoder:
+    """A new, uncompiled Autoencoder for ``config`` (weights from Keras' global seed)."""
+    return Autoencoder(config, seed=seed, name=f"{config.kind}")

@@ -1,0 +1,89 @@
+"""Registered-serializable Keras layers of the VAE (no Lambda layers: models load with safe_mode)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from zspace.models.losses import kl_per_image
+
+__all__ = ["Sampling", "KLDivergenceLoss"]
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class Sampling(keras.layers.Layer):
+    """Reparameterisation: z = mu + exp(logvar / 2) * clip(eps, -c, c) * epsilon_scale.
+
+    ``epsilon_scale`` is a non-trainable variable, so it can be changed on a trained, loaded
+    model without retracing or retraining (0 gives z = mu). The noise seed state is saved
+    with the weights, so a resumed run draws the same noise as an uninterrupted one.
+
+    Call args:
+        inputs: ``[mu, logvar]``, each (batch, z_dim).
+
+    Returns:
+        z, (batch, z_dim).
+    """
+
+    def __init__(self, seed=None, epsilon_clip=5.0, epsilon_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.epsilon_clip = epsilon_clip
+        self.initial_epsilon_scale = float(epsilon_scale)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.epsilon_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_epsilon_scale),
+            trainable=False,
+            name="epsilon_scale",
+        )
+
+    def call(self, inputs):
+        mu, logvar = inputs
+        eps = keras.random.normal(ops.shape(mu), seed=self.seed_generator, dtype=mu.dtype)
+        if self.epsilon_clip is not None:
+            eps = ops.clip(eps, -self.epsilon_clip, self.epsilon_clip)
+        scale = ops.cast(self.epsilon_scale, mu.dtype)
+        return mu + ops.exp(0.5 * logvar) * eps * scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store["seed_state"] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        seed_state = store["seed_state"] if "seed_state" in store else None
+        own = {k: store[k] for k in store.keys() if k != "seed_state"}
+        super().load_own_variables(own)
+        if seed_state is not None:
+            self.seed_generator.state.assign(seed_state)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "seed": self.seed,
+            "epsilon_clip": self.epsilon_clip,
+            "epsilon_scale": self.initial_epsilon_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class KLDivergenceLoss(keras.layers.Layer):
+    """Identity on ``[mu, logvar]`` that adds ``kl_factor * mean_batch(KL)`` with ``add_loss``."""
+
+    def __init__(self, kl_factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.kl_factor = float(kl_factor)
+
+    def call(self, inputs):
+        mu, logvar = inputs
+        self.add_loss(self.kl_factor * ops.mean(kl_per_image(mu, logvar)))
+        return mu, logvar
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "kl_factor": self.kl_factor}

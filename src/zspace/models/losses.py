@@ -1,0 +1,100 @@
+"""Loss maths in ``keras.ops`` (runs on TensorFlow, JAX and PyTorch).
+
+Per-image functions return shape (batch,); the Keras ``Loss`` wrappers average over the batch.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = [
+    "reconstruction_per_image",
+    "kl_per_image",
+    "ReconstructionLoss",
+    "MuKLLoss",
+    "LogvarKLLoss",
+]
+
+
+def reconstruction_per_image(target, output, kind: str):
+    """Reconstruction loss summed over the pixels of each image.
+
+    Args:
+        target: images (batch, height, width, channels) in [0, 1].
+        output: decoded images of the same shape, in [0, 1] (sigmoid outputs).
+        kind: "bce" (binary cross-entropy, nats) or "mse" (squared error).
+
+    Returns:
+        (batch,) tensor.
+    """
+    if kind == "bce":
+        per_pixel = ops.binary_crossentropy(target, output)
+    elif kind == "mse":
+        per_pixel = ops.square(target - output)
+    else:
+        raise ValueError(f'`kind` must be "bce" or "mse". Received: kind={kind!r}')
+    return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
+
+
+def kl_per_image(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) = -0.5 * sum_j(1 + logvar - mu^2 - exp(logvar)).
+
+    Args:
+        mu, logvar: (batch, z_dim).
+
+    Returns:
+        (batch,) tensor, in nats.
+    """
+    return -0.5 * ops.sum(1.0 + logvar - ops.square(mu) - ops.exp(logvar), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class ReconstructionLoss(keras.losses.Loss):
+    """Reconstruction loss of a batch: per-image pixel sum, averaged over the batch."""
+
+    def __init__(self, kind: str = "bce", name: str = "reconstruction", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        return reconstruction_per_image(y_true, y_pred, self.kind)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+# The KL splits into a part that depends only on mu and one that depends only on logvar:
+#   KL = 0.5 * sum(mu^2) + (-0.5) * sum(1 + logvar - exp(logvar)),
+# so with kl_method="outputs" each extra model output carries its own loss function.
+# y_true is unused by both (the model passes its own outputs there).
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class MuKLLoss(keras.losses.Loss):
+    """The mu part of the weighted KL loss: kl_factor * 0.5 * sum(mu^2), batch mean."""
+
+    def __init__(self, kl_factor: float = 1.0, name: str = "mu_kl", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.kl_factor = kl_factor
+
+    def call(self, y_true, y_pred):
+        return self.kl_factor * 0.5 * ops.sum(ops.square(y_pred), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "kl_factor": self.kl_factor}
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class LogvarKLLoss(keras.losses.Loss):
+    """The logvar part of the weighted KL loss: kl_factor * -0.5 * sum(1 + lv - exp(lv))."""
+
+    def __init__(self, kl_factor: float = 1.0, name: str = "logvar_kl", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.kl_factor = kl_factor
+
+    def call(self, y_true, y_pred):
+        return self.kl_factor * -0.5 * ops.sum(1.0 + y_pred - ops.exp(y_pred), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "kl_factor": self.kl_factor}

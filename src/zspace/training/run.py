@@ -1,0 +1,213 @@
+"""Training runs: a run directory that holds config, history, checkpoints and the model, and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from zspace.config import RunConfig, load_config
+from zspace.data import Dataset, check_input_shape, load_dataset, train_validation_split
+from zspace.errors import RunError
+from zspace.models import Autoencoder, build_model, load_model
+from zspace.models.saving import save_model
+from zspace.storage import atomic_write_text, remove_stale_temporaries
+from zspace.training.batches import EpochBatches
+from zspace.training.callbacks import (
+    EpochCheckpoint,
+    HistoryCSV,
+    list_checkpoints,
+    read_history,
+)
+
+__all__ = ["train", "RunResult", "RunFiles", "load_run", "RESUMABLE_FIELDS"]
+
+# Fields a resumed run may change: they do not alter what has been trained so far.
+RESUMABLE_FIELDS = frozenset({"epochs", "run_dir", "keep_checkpoints", "verbose"})
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of a run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.keras"
+
+    @property
+    def encoder(self) -> Path:
+        return self.root / "encoder.keras"
+
+    @property
+    def decoder(self) -> Path:
+        return self.root / "decoder.keras"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        files: paths of the run directory.
+        config: the resolved config written to ``config.toml``.
+        model: the trained model.
+        history: one dict per epoch (history.csv rows).
+        dataset: name and source of the training data.
+        start_epoch: epochs already done when this call started (0 for a new run).
+    """
+
+    files: RunFiles
+    config: RunConfig
+    model: Autoencoder
+    history: list[dict[str, float]] = field(default_factory=list)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    start_epoch: int = 0
+
+
+def _say(config: RunConfig, message: str) -> None:
+    if config.train.verbose:
+        print(f"[zspace] {message}", file=sys.stderr, flush=True)
+
+
+def _config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    old_d, new_d = saved.to_dict(), new.to_dict()
+    changes = []
+    for section in old_d:
+        for key, old_value in old_d[section].items():
+            if key not in RESUMABLE_FIELDS and new_d[section][key] != old_value:
+                changes.append(f"{key}: {old_value!r} -> {new_d[section][key]!r}")
+    return changes
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"run_dir {folder} cannot be created: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise RunError(f"run_dir {folder} is not writable.")
+
+
+def _restore_latest(model: Autoencoder, files: RunFiles, config: RunConfig) -> int:
+    """Loads the newest readable checkpoint into ``model``; returns its epoch (0 if none)."""
+    for epoch, path in reversed(list_checkpoints(files.checkpoints)):
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # truncated / corrupt file: fall back to the previous one
+            _say(config, f"checkpoint {path.name} is unreadable ({type(exc).__name__}); "
+                         f"falling back to the previous one")
+            continue
+        return epoch
+    return 0
+
+
+def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
+    """Trains (or resumes) the run described by ``config``.
+
+    Running it again with the same config continues from the newest checkpoint; a
+    different config (other than ``epochs``, ``run_dir``, ``keep_checkpoints``,
+    ``verbose``) is refused with the list of changed fields.
+
+    Args:
+        config: the run config.
+        dataset: data to use instead of loading ``config.train.dataset`` (tests, notebooks).
+    """
+    t = config.train
+    files = RunFiles(Path(t.run_dir))
+    _check_writable(files.root)
+    for folder in (files.root, files.checkpoints):
+        remove_stale_temporaries(folder)
+
+    if files.config.exists():
+        saved = load_config(files.config)
+        changes = _config_differences(saved, config)
+        if changes:
+            raise RunError(
+                f"{files.root} holds a run with a different config; refusing to resume. "
+                f"Changed: {'; '.join(changes)}. Use another run_dir for a new run."
+            )
+    elif list_checkpoints(files.checkpoints):
+        raise RunError(f"{files.root} has checkpoints but no config.toml; refusing to guess.")
+
+    data = dataset if dataset is not None else load_dataset(t.dataset, t.data_dir)
+    check_input_shape(data, config.model.input_shape)
+    x_train, _, x_val, _ = train_validation_split(data, t.validation_split, t.subset, t.seed)
+
+    keras.utils.set_random_seed(t.seed)
+    model = build_model(config.model, seed=t.seed)
+    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0)))
+    model.optimizer.build(model.trainable_variables)
+    start_epoch = _restore_latest(model, files, config)
+    history = [row for row in read_history(files.history) if row["epoch"] <= start_epoch]
+
+    atomic_write_text(files.config, config.to_toml())
+    _say(config, f"dataset {data.name} ({data.source}): {len(x_train)} training, "
+                 f"{len(x_val)} validation images of shape {data.image_shape}")
+    if start_epoch:
+        _say(config, f"resuming {files.root} after epoch {start_epoch}")
+
+    if start_epoch < t.epochs:
+        callbacks = [
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch)),
+            HistoryCSV(files.history, history),
+            EpochCheckpoint(files.checkpoints, keep=t.keep_checkpoints),
+        ]
+        batches = EpochBatches(x_train, x_train, t.batch_size, seed=t.seed,
+                               start_epoch=start_epoch, end_epoch=t.epochs)
+        model.fit(
+            batches,
+            steps_per_epoch=batches.steps_per_epoch,
+            shuffle=False,  # EpochBatches shuffles; Keras would mix batches across epochs
+            validation_data=EpochBatches(x_val, x_val, t.batch_size),
+            epochs=t.epochs,
+            initial_epoch=start_epoch,
+            callbacks=callbacks,
+            verbose=t.verbose,
+        )
+        history = callbacks[1].rows
+    else:
+        _say(config, f"{files.root} is complete ({start_epoch} of {t.epochs} epochs)")
+
+    save_model(model, files.model)
+    save_model(model.encoder, files.encoder)
+    save_model(model.decoder, files.decoder)
+    dataset_info = {"name": data.name, "source": data.source,
+                    "train_images": len(x_train), "validation_images": len(x_val)}
+    summary = {"epochs_done": len(history), "dataset": dataset_info,
+               "final": history[-1] if history else {}, "backend": keras.backend.backend()}
+    atomic_write_text(files.summary, json.dumps(summary, indent=2))
+    return RunResult(files, config, model, history, dataset_info, start_epoch)
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, Autoencoder]:
+    """The config and trained model of a finished run directory."""
+    files = RunFiles(Path(run_dir))
+    if not files.root.is_dir():
+        raise FileNotFoundError(f"run directory not found: {files.root}")
+    config = load_config(files.config)
+    if not files.model.is_file():
+        raise RunError(f"{files.root} has no model.keras yet (is training finished?).")
+    return config, load_model(files.model)
