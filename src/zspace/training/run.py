@@ -25,7 +25,7 @@ from zspace.training.callbacks import (
     read_history,
 )
 
-__all__ = ["train", "RunResult", "RunFiles", "load_run", "RESUMABLE_FIELDS"]
+__all__ = ["train", "run_data", "RunResult", "RunFiles", "load_run", "RESUMABLE_FIELDS"]
 
 # Fields a resumed run may change: they do not alter what has been trained so far.
 RESUMABLE_FIELDS = frozenset({"epochs", "run_dir", "keep_checkpoints", "verbose"})
@@ -124,6 +124,14 @@ def _restore_latest(model: Autoencoder, files: RunFiles, config: RunConfig) -> i
     return 0
 
 
+def run_data(config: RunConfig, dataset: Dataset | None = None):
+    """The run's dataset and its (x_train, y_train, x_val, y_val) split, shape-checked."""
+    t = config.train
+    data = dataset if dataset is not None else load_dataset(t.dataset, t.data_dir)
+    check_input_shape(data, config.model.input_shape)
+    return data, train_validation_split(data, t.validation_split, t.subset, t.seed)
+
+
 def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     """Trains (or resumes) the run described by ``config``.
 
@@ -152,9 +160,7 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     elif list_checkpoints(files.checkpoints):
         raise RunError(f"{files.root} has checkpoints but no config.toml; refusing to guess.")
 
-    data = dataset if dataset is not None else load_dataset(t.dataset, t.data_dir)
-    check_input_shape(data, config.model.input_shape)
-    x_train, _, x_val, _ = train_validation_split(data, t.validation_split, t.subset, t.seed)
+    data, (x_train, _, x_val, _) = run_data(config, dataset)
 
     keras.utils.set_random_seed(t.seed)
     model = build_model(config.model, seed=t.seed)
