@@ -28,6 +28,7 @@ def reconstruction_per_image(target, output, kind: str):
     Returns:
         (batch,) tensor.
     """
+    target, output = ops.convert_to_tensor(target), ops.convert_to_tensor(output)
     if kind == "bce":
         per_pixel = ops.binary_crossentropy(target, output)
     elif kind == "mse":
@@ -46,6 +47,7 @@ def kl_per_image(mu, logvar):
     Returns:
         (batch,) tensor, in nats.
     """
+    mu, logvar = ops.convert_to_tensor(mu), ops.convert_to_tensor(logvar)
     return -0.5 * ops.sum(1.0 + logvar - ops.square(mu) - ops.exp(logvar), axis=-1)
 
 

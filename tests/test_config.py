@@ -1,0 +1,124 @@
+import dataclasses
+
+import pytest
+
+from zspace.config import ModelConfig, RunConfig, TrainConfig, load_config, parse_overrides
+from zspace.errors import ConfigError
+
+
+def test_defaults_are_the_fashion_mnist_reference_vae_with_mirrored_decoder():
+    config = ModelConfig()
+    assert config.encoder_filters == (32, 64, 64, 64)
+    assert config.decoder_filters == (64, 64, 32, 1)
+    assert config.decoder_strides == (1, 2, 2, 1)
+    assert config.encoded_shape == (7, 7, 64)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ModelConfig().z_dim = 3
+
+
+@pytest.mark.parametrize(
+    "changes, field, expected",
+    [
+        ({"z_dim": 0}, "z_dim", "positive integer"),
+        ({"z_dim": 2.5}, "z_dim", "an integer"),
+        ({"activation": "gelu"}, "activation", "'leaky_relu' | 'relu' | 'selu'"),
+        ({"kind": "gan"}, "kind", "'ae' | 'vae'"),
+        ({"encoder_kernels": (3, 3)}, "encoder_kernels", "same length as encoder_filters (4)"),
+        ({"decoder_filters": (64, 32, 1)}, "decoder_kernels", "same length as decoder_filters (3)"),
+        ({"encoder_strides": (2, 2, 2, 2)}, "decoder_strides", "gives back the input's 28x28"),
+        ({"decoder_strides": (1, 2, 2, 2)}, "decoder_strides", "they give 56x56"),
+        ({"decoder_filters": (64, 64, 32, 3)}, "decoder_filters", "channel count (1)"),
+        ({"dropout_rate": 1.0}, "dropout_rate", "in [0, 1)"),
+        ({"kl_factor": -1.0}, "kl_factor", "non-negative"),
+        ({"epsilon_clip": 0.0}, "epsilon_clip", "positive number"),
+        ({"input_shape": (28, 28)}, "input_shape", "three positive integers"),
+        ({"encoder_padding": ("same", "same", "full", "same")}, "encoder_padding[2]", "'same' | 'valid'"),
+    ],
+)
+def test_invalid_model_values_name_field_value_and_expectation(changes, field, expected):
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(**changes)
+    message = str(info.value)
+    assert f"`{field}`" in message
+    assert "Received:" in message
+    assert expected in message
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch_size"),
+    ({"learning_rate": 0.0}, "learning_rate"), ({"validation_split": 1.0}, "validation_split"),
+    ({"verbose": 3}, "verbose"), ({"seed": True}, "seed"),
+])
+def test_invalid_train_values(changes, field):
+    with pytest.raises(ConfigError, match=f"`{field}`"):
+        TrainConfig(**changes)
+
+
+def test_valid_padding_shapes_are_computed_like_keras():
+    config = ModelConfig(input_shape=(28, 28, 1), encoder_filters=(8,), encoder_kernels=(5,),
+                         encoder_strides=(1,), encoder_padding=("valid",))
+    assert config.encoded_shape == (24, 24, 8)
+    assert config.decoded_shape == (28, 28)
+
+
+def test_toml_round_trip_keeps_every_field(tmp_path):
+    config = RunConfig(ModelConfig(kind="ae", epsilon_clip=None, encoder_dense_units=64),
+                       TrainConfig(epochs=3, run_dir="x", lr_decay_epochs=2, lr_decay_factor=0.5))
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml())
+    assert load_config(path) == config
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_field_is_named_with_a_suggestion(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nz_dimm = 3\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown field `z_dimm` in \[model\]; did you mean `z_dim`"):
+        load_config(path)
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[model\n")
+    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        load_config("nope.toml")
+
+
+def test_overrides_by_plain_field_name_across_sections():
+    pairs = ["epochs=6", "run_dir=/tmp/r", "z_dim=32", "kind=ae", "epsilon_clip=none", "input_shape=[8, 8, 1]",
+             "encoder_filters=[4, 8]", "encoder_kernels=[3, 3]", "encoder_strides=[2, 2]",
+             "encoder_padding=['same', 'same']"]
+    config = RunConfig().with_overrides(parse_overrides(pairs))
+    assert config.train.epochs == 6 and config.train.run_dir == "/tmp/r"
+    assert config.model.z_dim == 32 and config.model.kind == "ae" and config.model.epsilon_clip is None
+    # the decoder follows the new encoder instead of keeping the old mirror
+    assert config.model.decoder_filters == (4, 1)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="unknown config field `epoch`; did you mean `epochs`"):
+        RunConfig().with_overrides({"epoch": 3})
+    with pytest.raises(ConfigError, match="field=value"):
+        parse_overrides(["epochs"])
+    with pytest.raises(ConfigError, match="`epochs` must be an integer. Received: epochs='many'"):
+        RunConfig().with_overrides(parse_overrides(["epochs=many"]))
+
+
+def test_step_decay_schedule():
+    t = TrainConfig(learning_rate=1e-3, lr_decay_factor=0.5, lr_decay_epochs=2)
+    assert [t.learning_rate_at(e) for e in range(5)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
+        load_config(path)

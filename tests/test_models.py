@@ -1,0 +1,275 @@
+"""Model tests; CI runs them on TensorFlow and on a second backend (KERAS_BACKEND=torch)."""
+
+import dataclasses
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_model_config
+from zspace.config import ModelConfig
+from zspace.errors import ModelFileError
+from zspace.models import Autoencoder, KLDivergenceLoss, Sampling, build_model, kl_per_image, load_model
+from zspace.models.losses import LogvarKLLoss, MuKLLoss, ReconstructionLoss
+from zspace.models.saving import save_model
+
+pytestmark = pytest.mark.backend
+
+MNIST_VAE = dict(input_shape=(28, 28, 1), encoder_filters=(32, 64, 64, 64), encoder_kernels=(3, 3, 3, 3),
+                 encoder_strides=(1, 2, 2, 1), encoder_padding=("same",) * 4, z_dim=2)
+CELEBA_VAE = dict(input_shape=(96, 96, 3), encoder_filters=(32, 64, 128, 256), encoder_kernels=(3, 3, 3, 3),
+                  encoder_strides=(2, 2, 2, 2), encoder_padding=("same",) * 4, z_dim=256)
+
+
+def trainable_count(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def conv(k, c_in, c_out):
+    return k * k * c_in * c_out + c_out
+
+
+def dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+# --- shapes and parameter counts ---------------------------------------------------
+
+def test_mnist_reference_counts_match_the_published_architecture():
+    # Foster, "Generative Deep Learning", ch. 3: AE encoder 98,946 and decoder 102,017 parameters.
+    ae = build_model(ModelConfig(kind="ae", **MNIST_VAE))
+    assert trainable_count(ae.encoder) == 98_946
+    assert trainable_count(ae.decoder) == 102_017
+    vae = build_model(ModelConfig(kind="vae", **MNIST_VAE))
+    assert trainable_count(vae.encoder) == 98_946 + dense(3136, 2)  # a second head: logvar
+    out = vae(np.zeros((2, 28, 28, 1), "float32"))
+    assert tuple(out["reconstruction"].shape) == (2, 28, 28, 1)
+    assert all(tuple(out[k].shape) == (2, 2) for k in ("z", "mu", "logvar"))
+
+
+@pytest.mark.parametrize("dense_units", [0, 128])
+def test_celeba_reference_shapes_and_counts(dense_units):
+    vae = build_model(ModelConfig(encoder_dense_units=dense_units, **CELEBA_VAE))
+    convs = conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 128) + conv(3, 128, 256)
+    flat = 6 * 6 * 256
+    heads = (dense(flat, dense_units) + 2 * dense(dense_units, 256)) if dense_units else 2 * dense(flat, 256)
+    assert trainable_count(vae.encoder) == convs + heads
+    decoder = dense(256, flat) + conv(3, 256, 128) + conv(3, 128, 64) + conv(3, 64, 32) + conv(3, 32, 3)
+    assert trainable_count(vae.decoder) == decoder == 2_756_675
+    out = vae.encoder(np.zeros((1, 96, 96, 3), "float32"))
+    assert tuple(out["z"].shape) == (1, 256)
+    assert tuple(vae.decoder(out["z"]).shape) == (1, 96, 96, 3)
+
+
+def test_dense_units_cut_the_encoder_parameters():
+    big = build_model(ModelConfig(**CELEBA_VAE))
+    small = build_model(ModelConfig(encoder_dense_units=128, **CELEBA_VAE))
+    assert trainable_count(small.encoder) < trainable_count(big.encoder) / 3
+
+
+@pytest.mark.parametrize("activation", ["relu", "selu"])
+def test_activation_batch_norm_dropout_layers(activation):
+    model = build_model(tiny_model_config(activation=activation, batch_norm=True, dropout_rate=0.2))
+    names = [layer.__class__.__name__ for layer in model.encoder.layers]
+    assert "BatchNormalization" in names
+    assert ("AlphaDropout" if activation == "selu" else "Dropout") in names
+    conv0 = model.encoder.get_layer("encoder_conv_0")
+    expected_init = "LecunNormal" if activation == "selu" else "GlorotUniform"
+    assert conv0.kernel_initializer.__class__.__name__ == expected_init
+
+
+# --- losses ------------------------------------------------------------------------
+
+def test_kl_formula_known_values():
+    mu = np.array([[0.0, 0.0], [1.0, 2.0]], "float32")
+    logvar = np.array([[0.0, 0.0], [np.log(2.0), 0.0]], "float32")
+    kl = keras.ops.convert_to_numpy(kl_per_image(mu, logvar))
+    expected_second = -0.5 * ((1 + np.log(2.0) - 1 - 2.0) + (1 + 0 - 4 - 1))
+    np.testing.assert_allclose(kl, [0.0, expected_second], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_four_kl_methods_give_same_loss_and_gradients(images, kind):
+    """Same batch, weights and noise: one SGD(lr=1) step moves every weight by -grad."""
+    keras.utils.set_random_seed(3)
+    reference = build_model(tiny_model_config(kind=kind, kl_factor=0.7), seed=11)
+    initial = reference.get_weights()
+    losses, steps = {}, {}
+    for method in ("layer", "outputs", "add_loss", "train_step"):
+        model = build_model(tiny_model_config(kind=kind, kl_factor=0.7, kl_method=method), seed=11)
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        logs = model.train_on_batch(images, images, return_dict=True)
+        losses[method] = logs
+        steps[method] = [w0 - w1 for w0, w1 in zip(initial, model.get_weights())]
+    ref = losses["layer"]
+    for method, logs in losses.items():
+        assert logs["loss"] == pytest.approx(ref["loss"], rel=1e-6), method
+        assert logs["loss"] == pytest.approx(logs["reco_loss"] + logs["kl_loss"], rel=1e-6), method
+        for a, b in zip(steps["layer"], steps[method]):
+            np.testing.assert_allclose(a, b, atol=1e-6, err_msg=method)
+    moved = max(float(np.abs(s).max()) for s in steps["layer"])
+    assert moved > 1e-4  # the step did something, so equal steps mean equal gradients
+    if kind == "vae":
+        assert ref["kl_loss"] > 0
+
+
+def test_kl_weight_scales_the_kl_term(images):
+    logs = {}
+    for factor in (1.0, 3.0):
+        keras.utils.set_random_seed(0)
+        model = build_model(tiny_model_config(kl_factor=factor), seed=1)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+        logs[factor] = model.test_on_batch(images, images, return_dict=True)
+    assert logs[3.0]["kl_loss"] == pytest.approx(3 * logs[1.0]["kl_loss"], rel=1e-5)
+    assert logs[3.0]["kl_divergence"] == pytest.approx(logs[1.0]["kl_divergence"], rel=1e-5)
+
+
+def test_reported_reco_loss_equals_independent_numpy_bce(images):
+    model = build_model(tiny_model_config(epsilon_scale=0.0), seed=0)
+    model.compile()
+    logs = model.test_on_batch(images, images, return_dict=True)
+    out = np.clip(model.reconstruct(images).astype(np.float64), 1e-7, 1 - 1e-7)
+    bce = -(images * np.log(out) + (1 - images) * np.log(1 - out)).reshape(len(images), -1).sum(1).mean()
+    assert logs["reco_loss"] == pytest.approx(bce, rel=1e-4)
+
+
+# --- sampling ----------------------------------------------------------------------
+
+def test_epsilon_scale_zero_gives_z_equal_mu(images):
+    model = build_model(tiny_model_config(epsilon_scale=0.0), seed=0)
+    out = model.encode(images)
+    np.testing.assert_array_equal(out["z"], out["mu"])
+
+
+def test_epsilon_scale_changes_on_a_loaded_model(tmp_path, images):
+    model = build_model(tiny_model_config(), seed=0)
+    save_model(model, tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    before = loaded.encode(images)
+    assert np.abs(before["z"] - before["mu"]).max() > 1e-3
+    loaded.set_epsilon_scale(0.0)
+    after = loaded.encode(images)
+    np.testing.assert_array_equal(after["z"], after["mu"])
+
+
+def test_epsilon_clip_bounds_the_noise():
+    layer = Sampling(seed=0, epsilon_clip=0.5)
+    mu = np.zeros((4096, 8), "float32")
+    z = keras.ops.convert_to_numpy(layer([mu, mu]))  # logvar 0: z = eps
+    assert np.abs(z).max() == pytest.approx(0.5)
+    unclipped = keras.ops.convert_to_numpy(Sampling(seed=0, epsilon_clip=None)([mu, mu]))
+    assert np.abs(unclipped).max() > 2.5
+
+
+def test_same_seed_same_noise():
+    mu = np.zeros((3, 4), "float32")
+    a = keras.ops.convert_to_numpy(Sampling(seed=7)([mu, mu]))
+    b = keras.ops.convert_to_numpy(Sampling(seed=7)([mu, mu]))
+    np.testing.assert_array_equal(a, b)
+
+
+# --- serialization -----------------------------------------------------------------
+
+@pytest.mark.parametrize("obj", [
+    Sampling(seed=3, epsilon_clip=None, epsilon_scale=0.5),
+    KLDivergenceLoss(kl_factor=2.5),
+    ReconstructionLoss("mse"),
+    MuKLLoss(0.3),
+    LogvarKLLoss(0.3),
+])
+def test_config_round_trip_of_registered_objects(obj):
+    config = obj.get_config()
+    clone = obj.__class__.from_config(config)
+    assert clone.get_config() == config
+
+
+def test_autoencoder_config_round_trip():
+    model = build_model(tiny_model_config(kind="ae", kl_method="layer", epsilon_clip=None), seed=4)
+    clone = Autoencoder.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert clone.model_config == model.model_config
+
+
+@pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
+def test_save_load_round_trip_with_safe_mode(tmp_path, images, method):
+    model = build_model(tiny_model_config(kl_method=method, epsilon_scale=0.0), seed=2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.train_on_batch(images, images)
+    save_model(model, tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras", compile=True)
+    assert loaded.model_config == model.model_config
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loaded.reconstruct(images), model.reconstruct(images), atol=1e-6)
+    assert int(loaded.optimizer.iterations) == 1
+
+
+def _lambda_model_file(path):
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    keras.Model(inputs, outputs).save(path)
+
+
+def test_model_file_with_lambda_is_refused(tmp_path):
+    path = tmp_path / "lambda.keras"
+    _lambda_model_file(path)
+    with pytest.raises(ModelFileError, match="Lambda layer"):
+        load_model(path)
+
+
+def test_model_file_with_foreign_class_is_refused(tmp_path):
+    path = tmp_path / "m.keras"
+    save_model(build_model(tiny_model_config()), path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(parts["config.json"])
+    config["module"] = "os"
+    parts["config.json"] = json.dumps(config).encode()
+    evil = tmp_path / "evil.keras"
+    with zipfile.ZipFile(evil, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    with pytest.raises(ModelFileError, match="module 'os'"):
+        load_model(evil)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("m.h5", b"\x89HDF", "only .keras model files"),
+    ("m.keras", b"not a zip", "not a zip archive"),
+])
+def test_bad_model_files_are_refused(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+def test_zip_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", b"\0" * (50 * 2**20))
+    with pytest.raises(ModelFileError, match="zip bomb"):
+        load_model(path)
+
+
+def test_encoder_and_decoder_work_alone(tmp_path, images):
+    model = build_model(tiny_model_config(epsilon_scale=0.0), seed=0)
+    save_model(model.encoder, tmp_path / "encoder.keras")
+    save_model(model.decoder, tmp_path / "decoder.keras")
+    encoder, decoder = load_model(tmp_path / "encoder.keras"), load_model(tmp_path / "decoder.keras")
+    z = encoder.predict(images, verbose=0)["z"]
+    np.testing.assert_allclose(decoder.predict(z, verbose=0), model.reconstruct(images), atol=1e-6)
+
+
+def test_compile_refuses_a_loss():
+    with pytest.raises(ValueError, match="sets its own loss"):
+        build_model(tiny_model_config()).compile(optimizer="adam", loss="mse")
+
+
+def test_dataclass_replace_keeps_validation():
+    with pytest.raises(ValueError, match="z_dim"):
+        dataclasses.replace(tiny_model_config(), z_dim=-1)
