@@ -101,6 +101,14 @@ class Autoencoder(keras.Model):
             return reco, ops.zeros_like(reco)
         return reco, self.weighted_kl(y_pred["mu"], y_pred["logvar"])
 
+    def explicit_loss(self, y, y_pred, extra_losses=()):
+        """reco + kl_factor * KL + extra layer losses (regularisers), computed directly."""
+        reco, kl = self.loss_terms(y, y_pred)
+        total = reco + kl
+        for loss in extra_losses:
+            total = total + ops.sum(loss)
+        return total
+
     def compile(self, optimizer="adam", **kwargs):
         """Compiles with the losses the KL method needs; pass only optimizer and options."""
         if "loss" in kwargs:
@@ -126,6 +134,8 @@ class Autoencoder(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.kl_method == "train_step":  # evaluation: the same loss the custom step trains on
+            return self.explicit_loss(y, y_pred, self.losses)
         if self.kl_method == "outputs":
             # The KL losses ignore y_true; hand them the outputs so the structures match.
             y = {"reconstruction": y, "mu": y_pred["mu"], "logvar": y_pred["logvar"]}

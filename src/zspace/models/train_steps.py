@@ -8,7 +8,6 @@ the reported ``loss`` is the loss that was differentiated.
 from __future__ import annotations
 
 import keras
-from keras import ops
 
 __all__ = ["custom_train_step"]
 
@@ -18,21 +17,13 @@ def _unpack(data):
     return x, (x if y is None else y), sample_weight
 
 
-def _total_loss(model, y, y_pred, extra_losses):
-    reco, kl = model.loss_terms(y, y_pred)
-    total = reco + kl
-    for loss in extra_losses:
-        total = total + ops.sum(loss)
-    return total
-
-
 def _tensorflow_step(model, data):
     import tensorflow as tf
 
     x, y, sample_weight = _unpack(data)
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
-        loss = _total_loss(model, y, y_pred, model.losses)
+        loss = model.explicit_loss(y, y_pred, model.losses)
     gradients = tape.gradient(loss, model.trainable_weights)
     model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
     model._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
@@ -45,7 +36,7 @@ def _torch_step(model, data):
     x, y, sample_weight = _unpack(data)
     model.zero_grad()
     y_pred = model(x, training=True)
-    loss = _total_loss(model, y, y_pred, model.losses)
+    loss = model.explicit_loss(y, y_pred, model.losses)
     loss.backward()
     trainable = model.trainable_weights
     gradients = [v.value.grad for v in trainable]
@@ -65,7 +56,7 @@ def _jax_step(model, state, data):
         y_pred, non_trainable, losses = model.stateless_call(
             trainable, non_trainable, x, training=True, return_losses=True
         )
-        return _total_loss(model, y, y_pred, losses), (y_pred, non_trainable)
+        return model.explicit_loss(y, y_pred, losses), (y_pred, non_trainable)
 
     (loss, (y_pred, non_trainable)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
         trainable, non_trainable

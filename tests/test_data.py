@@ -1,0 +1,120 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from zspace.config import ModelConfig
+from zspace.data import check_input_shape, find_local_dataset, load_dataset, read_idx, train_validation_split
+from zspace.data.datasets import Dataset
+from zspace.errors import DataError
+
+
+def write_idx(path, array, gz=False):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def fake_idx_folder(folder, n_train=12, n_test=4, gz=True):
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    x_train = rng.integers(0, 256, (n_train, 5, 5), dtype=np.uint8)
+    write_idx(folder / f"train-images-idx3-ubyte{suffix}", x_train, gz)
+    write_idx(folder / f"train-labels-idx1-ubyte{suffix}", np.arange(n_train) % 10, gz)
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 5, 5)), gz)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", np.arange(n_test) % 10, gz)
+    return x_train
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, gz):
+    array = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    path = tmp_path / ("a.gz" if gz else "a")
+    write_idx(path, array, gz)
+    np.testing.assert_array_equal(read_idx(path), array)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x01\x00\x08\x01", "magic number"),
+    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "unknown IDX type code 0x07"),
+    (b"\x00\x00\x08\x03\x00\x00", "truncated IDX header"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", r"declares shape \(5,\)"),
+])
+def test_bad_idx_files_are_named(tmp_path, content, message):
+    path = tmp_path / "bad-idx"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as info:
+        read_idx(path)
+    assert "bad-idx" in str(info.value)
+
+
+def test_idx_folder_loader_scales_to_unit_float32(tmp_path):
+    raw = fake_idx_folder(tmp_path, gz=False)
+    data = load_dataset(f"idx:{tmp_path}")
+    assert data.x_train.dtype == np.float32 and data.x_train.shape == (12, 5, 5, 1)
+    np.testing.assert_allclose(data.x_train[..., 0], raw / 255.0, rtol=1e-6)
+    assert data.y_test.shape == (4,)
+
+
+def test_digits_is_the_embedded_default():
+    data = load_dataset("digits")
+    assert data.x_train.shape == (1797, 8, 8, 1) and data.x_train.dtype == np.float32
+    assert 0.0 == data.x_train.min() and data.x_train.max() == 1.0
+    assert set(np.unique(data.y_train)) == set(range(10))
+
+
+def test_real_fashion_mnist_from_a_named_folder(fashion_dir):
+    data = load_dataset("fashion_mnist", data_dir=fashion_dir)
+    assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
+    assert data.x_train.dtype == np.float32 and 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert np.bincount(data.y_train).tolist() == [6000] * 10
+
+
+def test_keras_cache_is_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    folder = tmp_path / "datasets" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    fake_idx_folder(folder)
+    assert find_local_dataset("fashion_mnist") == folder
+    assert load_dataset("fashion_mnist").x_train.shape == (12, 5, 5, 1)
+
+
+def test_missing_dataset_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_dataset(f"idx:{tmp_path / 'nowhere'}")
+    with pytest.raises(FileNotFoundError, match="missing IDX file train-images-idx3-ubyte"):
+        load_dataset(f"idx:{tmp_path}")
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
+        load_dataset("imagenet")
+
+
+def test_shape_mismatch_is_refused_with_the_fix():
+    data = load_dataset("digits")
+    with pytest.raises(DataError, match=r"shape \(8, 8, 1\) but the model's input_shape is \(28, 28, 1\); "
+                                         r"set input_shape = \[8, 8, 1\]"):
+        check_input_shape(data, ModelConfig().input_shape)
+
+
+def test_empty_dataset_is_refused():
+    empty = Dataset("empty", "test", np.zeros((0, 8, 8, 1), np.float32), None)
+    with pytest.raises(DataError, match="has no images"):
+        check_input_shape(empty, (8, 8, 1))
+
+
+def test_split_is_seeded_disjoint_and_uses_test_split_when_present(tmp_path):
+    n = 200
+    ids = np.arange(n, dtype=np.float32)
+    data = Dataset("ids", "test", np.broadcast_to(ids[:, None, None, None], (n, 2, 2, 1)).copy(), np.arange(n))
+    x, y, xv, yv = train_validation_split(data, 0.25, 0, seed=1)
+    assert len(xv) == 50 and len(x) == 150
+    train_ids, val_ids = set(x[:, 0, 0, 0].tolist()), set(xv[:, 0, 0, 0].tolist())
+    assert not train_ids & val_ids and len(train_ids | val_ids) == n
+    np.testing.assert_array_equal(y, x[:, 0, 0, 0].astype(int))  # labels follow their images
+    np.testing.assert_array_equal(train_validation_split(data, 0.25, 0, seed=1)[0], x)
+    assert not np.array_equal(train_validation_split(data, 0.25, 0, seed=2)[0], x)
+    x, _, xv, _ = train_validation_split(data, 0.25, subset=30, seed=1)
+    assert len(x) == 30 and len(xv) == 10
+    fake_idx_folder(tmp_path)
+    idx = load_dataset(f"idx:{tmp_path}")
+    x, _, xv, _ = train_validation_split(idx, 0.5, 0, seed=0)
+    assert len(x) == 12 and len(xv) == 4  # the official test split, not a fraction
