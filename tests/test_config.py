@@ -122,3 +122,14 @@ def test_shipped_configs_load():
 
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
         load_config(path)
+
+
+def test_readme_documents_every_config_field():
+    from pathlib import Path
+
+    from zspace.config import field_docs
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for rows in field_docs().values():
+        for name, _, _ in rows:
+            assert f"| `{name}` |" in readme, name

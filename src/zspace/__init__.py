@@ -1,7 +1,16 @@
 """zspace: train convolutional AEs and VAEs on images and look inside their latent space."""
 
 from zspace.config import ModelConfig, RunConfig, TrainConfig, load_config
-from zspace.training import load_run, train
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "TrainConfig", "RunConfig", "load_config", "train", "load_run"]
+
+
+def __getattr__(name):
+    # Keras (and its backend) load on first use, so `import zspace` and `zspace --help` stay fast
+    # and the CLI can set backend log levels before TensorFlow starts.
+    if name in ("train", "load_run"):
+        from zspace import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'zspace' has no attribute {name!r}")

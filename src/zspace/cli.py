@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from enum import Enum
@@ -11,7 +12,10 @@ from typing import Annotated
 
 import typer
 
-from zspace.errors import ZspaceError
+# TensorFlow's C++ INFO/WARNING lines drown the CLI's output; errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zspace.errors import ZspaceError  # noqa: E402
 
 app = typer.Typer(
     name="zspace",
