@@ -48,6 +48,7 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 class Dist(str, Enum):
     normal = "normal"
     uniform = "uniform"
+    gmm = "gmm"
 
 
 class Split(str, Enum):
@@ -85,43 +86,96 @@ def encode(
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
 ) -> None:
     """Encode the run's dataset: z (and mu, logvar for a VAE), labels and split per image."""
-    import numpy as np
-
-    from zspace.analysis import encode_images, save_encoding
-    from zspace.training import load_run, run_data
+    from zspace.analysis import encode_run_images, save_encoding
+    from zspace.training import load_run
 
     with _clear_errors():
         config, model = load_run(run)
-        _, (x_train, y_train, x_val, y_val) = run_data(config)
-        parts = {"train": [(x_train, y_train, 0)], "validation": [(x_val, y_val, 1)]}
-        chosen = parts["train"] + parts["validation"] if split == Split.all else parts[split.value]
-        images = np.concatenate([p[0] for p in chosen])
-        arrays = encode_images(model, images, batch_size)
-        arrays["split"] = np.concatenate([np.full(len(p[0]), p[2], np.int8) for p in chosen])
-        if all(p[1] is not None for p in chosen):
-            arrays["labels"] = np.concatenate([p[1] for p in chosen])
+        arrays, labels, split_ids = encode_run_images(config, model, split.value, batch_size=batch_size)
+        arrays["split"] = split_ids
+        if labels is not None:
+            arrays["labels"] = labels
         save_encoding(out, arrays)
         typer.echo(f"wrote {out}: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}")
+
+
+@app.command()
+def analyze(
+    run: RunDir,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Analysis TOML.", exists=True, dir_okay=False)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k_max=40.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset to encode instead of the run's (e.g. idx:DIR).")] = None,
+) -> None:
+    """Encode the run's dataset and write analysis.json and analysis.npz into the run directory."""
+    from zspace.analysis import analyze_run
+    from zspace.config import AnalysisConfig, parse_overrides
+    from zspace.data import load_dataset
+
+    with _clear_errors():
+        base = AnalysisConfig.load(config) if config else AnalysisConfig()
+        analysis_config = base.with_overrides(parse_overrides(set_ or []))
+        dataset = load_dataset(data) if data else None
+        result = analyze_run(run, analysis_config, dataset)
+        s = result.summary
+        typer.echo(f"analysed {s['n_points']} z-points of dimension {s['z_dim']}: mean radius "
+                   f"{s['radius']['mean']:.3f} (N(0, I): {s['radius']['expected_normal']:.3f}), "
+                   f"active units {s['axes']['active_units']}; wrote {run / 'analysis.json'}")
 
 
 @app.command()
 def generate(
     run: RunDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG grid.")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of images.")] = 28,
-    dist: Annotated[Dist, typer.Option(help="z ~ N(0, I) or uniform in [-limit, limit].")] = Dist.normal,
-    limit: Annotated[float, typer.Option(help="Half-width of the uniform box (> 0).")] = 1.0,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of images (per row for several --limit).")] = 28,
+    dist: Annotated[Dist, typer.Option(help="z ~ N(0, I), uniform in [-limit, limit], or a Gaussian mixture "
+                                            "fitted to the training z-points.")] = Dist.normal,
+    limit: Annotated[list[float] | None, typer.Option(help="Half-width r of the uniform box; repeat for one "
+                                                           "row per r (--limit 0.5 --limit 1 ...).")] = None,
+    reconstruct: Annotated[bool, typer.Option(help="Validation images beside their reconstructions instead.")] = False,
+    interpolate: Annotated[tuple[int, int] | None, typer.Option(help="Decode the line between validation "
+                                                                     "images I and J, in n steps.")] = None,
+    sharpen: Annotated[float | None, typer.Option(help="Also write a copy sharpened by PIL with this factor.")] = None,
+    components: Annotated[int, typer.Option(min=1, help="Mixture components for --dist gmm.")] = 10,
     cols: Annotated[int | None, typer.Option(min=1, help="Images per row.")] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
-    """Decode random z-points and save an image grid."""
-    from zspace.generation import generate_images, save_grid
-    from zspace.training import load_run
+    """Decode random z-points (or reconstructions, or an interpolation) and save an image grid."""
+    from zspace import generation as g
+    from zspace.analysis import encode_run_images
+    from zspace.errors import ConfigError
+    from zspace.training import load_run, run_data
 
     with _clear_errors():
-        _, model = load_run(run)
-        save_grid(out, generate_images(model, n, dist.value, limit, seed), cols=cols)
+        if reconstruct and interpolate:
+            raise ConfigError("--reconstruct and --interpolate exclude each other.")
+        limits = limit or [1.0]
+        if min(limits) <= 0:
+            raise ConfigError(f"--limit must be positive. Received: {limits}")
+        config, model = load_run(run)
+        if reconstruct or interpolate:
+            _, (_, _, x_val, _) = run_data(config)
+            if interpolate:
+                bad = [i for i in interpolate if not 0 <= i < len(x_val)]
+                if bad:
+                    raise ConfigError(f"--interpolate indices must be in [0, {len(x_val)}). Received: {bad}")
+                images = g.interpolate(model, x_val[interpolate[0]], x_val[interpolate[1]], steps=max(n, 2))
+            else:
+                count = min(n, len(x_val))
+                images, cols = g.reconstruction_pairs(model, x_val[:count], cols=count), cols or count
+        elif dist == Dist.gmm:
+            codes, _, _ = encode_run_images(config, model, "train")
+            sampler = g.GaussianMixtureSampler(components, random_state=seed).fit(codes["z"])
+            images = model.decode(sampler.sample(n))
+        elif dist == Dist.uniform and len(limits) > 1:
+            images, cols = g.uniform_sweep(model, limits, n, seed=seed), cols or n
+        else:
+            images = g.generate_images(model, n, dist.value, limits[0], seed)
+        g.save_grid(out, images, cols=cols)
         typer.echo(f"wrote {out}")
+        if sharpen is not None:
+            sharp = out.with_name(f"{out.stem}_sharp{sharpen:g}{out.suffix}")
+            g.save_grid(sharp, g.sharpen(images, sharpen), cols=cols)
+            typer.echo(f"wrote {sharp}")
 
 
 @app.command()

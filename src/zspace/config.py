@@ -25,6 +25,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "RunConfig",
+    "AnalysisConfig",
     "load_config",
     "parse_overrides",
     "field_docs",
@@ -356,6 +357,99 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------
+# Analysis
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What ``zspace analyze`` computes (a separate TOML file; ``--set`` names its fields)."""
+
+    split: Literal["all", "train", "validation"] = _doc("Images of the run's dataset to encode.", "all")
+    batch_size: int = _doc("Images per encoding batch.", 512)
+    radius_bin_width: float = _doc("Bin width of the radius histogram.", 0.5)
+    radius_range: tuple[float, ...] | None = _doc(
+        "[low, high] of the radius histogram; false/none = 0 to the largest radius.", (0.0, 35.0)
+    )
+    axes: tuple[int, ...] = _doc("Latent coordinates whose distributions are histogrammed.", (0, 1))
+    axis_bins: int = _doc("Bins of each per-axis histogram.", 50)
+    active_threshold: float = _doc("Activity (variance of mu over the data) above which a unit is active.", 0.01)
+    k_min: int = _doc("Smallest number of MiniBatchKMeans clusters.", 2)
+    k_max: int = _doc("Largest number of clusters.", 80)
+    k_step: int = _doc("Step between cluster counts.", 2)
+    kmeans_seeds: tuple[int, ...] = _doc("One inertia curve per seed (their spread shows the noise).", (0, 1, 2))
+    kmeans_batch_size: int = _doc("MiniBatchKMeans batch size.", 4096)
+    pca_subset: int = _doc("Points drawn for the PCA scatter (the PCA itself uses all).", 20_000)
+    tsne_sizes: tuple[int, ...] = _doc("Subset sizes for t-SNE, e.g. [20000, 80000]; [] = no t-SNE.", (20_000,))
+    perplexity: float = _doc("t-SNE perplexity.", 30.0)
+    early_exaggeration: float = _doc("t-SNE early exaggeration.", 12.0)
+    z_minus_mu_threshold: float = _doc("|z - mu| above which a component is counted.", 0.05)
+    seed: int = _doc("Seed of the subsets, clustering and t-SNE.", 0)
+
+    def __post_init__(self) -> None:
+        _validate_types(self)
+        _require(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _require(self.radius_bin_width > 0, "radius_bin_width", self.radius_bin_width, "positive")
+        _require(
+            self.radius_range is None or (len(self.radius_range) == 2 and self.radius_range[1] > self.radius_range[0]),
+            "radius_range", self.radius_range, "[low, high] with high > low, or none",
+        )
+        _require(all(a >= 0 for a in self.axes), "axes", self.axes, "non-negative coordinate indices")
+        _require(self.axis_bins > 0, "axis_bins", self.axis_bins, "a positive integer")
+        _require(self.k_min >= 1, "k_min", self.k_min, "at least 1")
+        _require(self.k_max >= self.k_min, "k_max", self.k_max, f">= k_min ({self.k_min})")
+        _require(self.k_step >= 1, "k_step", self.k_step, "a positive integer")
+        _require(len(self.kmeans_seeds) > 0, "kmeans_seeds", self.kmeans_seeds, "at least one seed")
+        _require(self.kmeans_batch_size > 0, "kmeans_batch_size", self.kmeans_batch_size, "positive")
+        _require(self.pca_subset > 0, "pca_subset", self.pca_subset, "a positive integer")
+        _require(all(n > 1 for n in self.tsne_sizes), "tsne_sizes", self.tsne_sizes, "sizes above 1")
+        _require(self.perplexity > 0, "perplexity", self.perplexity, "positive")
+        _require(self.early_exaggeration >= 1, "early_exaggeration", self.early_exaggeration, ">= 1")
+        _require(self.seed >= 0, "seed", self.seed, "a non-negative integer")
+
+    @property
+    def ks(self) -> range:
+        return range(self.k_min, self.k_max + 1, self.k_step)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+
+    def to_toml(self) -> str:
+        return "\n".join(f"{k} = {_toml_value(v)}" for k, v in self.to_dict().items()) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "analysis config") -> AnalysisConfig:
+        known = _field_names(cls)
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"{source}: unknown field `{key}`" + _did_you_mean(key, known))
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnalysisConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"analysis config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> AnalysisConfig:
+        return self.from_dict({**self.to_dict(), **overrides}, source="overrides")
+
+
+def _plain(value: Any) -> Any:
+    """TOML-ready value: tuples as lists, None as False."""
+    if value is None:
+        return False
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------
 # Run = model + train, TOML round trip
 # ---------------------------------------------------------------------------------------
 
@@ -386,16 +480,8 @@ class RunConfig:
     # --- dict / TOML ---------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists, None as False) that TOML can hold."""
-
-        def plain(value: Any) -> Any:
-            if value is None:
-                return False
-            if isinstance(value, tuple):
-                return [plain(v) for v in value]
-            return value
-
         return {
-            name: {f: plain(v) for f, v in dataclasses.asdict(getattr(self, name)).items()}
+            name: {f: _plain(v) for f, v in dataclasses.asdict(getattr(self, name)).items()}
             for name in _SECTIONS
         }
 
@@ -500,12 +586,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def field_docs() -> dict[str, list[tuple[str, str, str]]]:
     """Per section: (field name, default as TOML text, documentation) for the README reference."""
     docs: dict[str, list[tuple[str, str, str]]] = {}
-    for section, cls in _SECTIONS.items():
+    defaults = {**RunConfig().to_dict(), "analysis": AnalysisConfig().to_dict()}
+    for section, cls in {**_SECTIONS, "analysis": AnalysisConfig}.items():
         rows = []
         for f in dataclasses.fields(cls):
             default = f.default
             shown = "mirror of encoder" if default is None and f.name.startswith("decoder_") else (
-                _toml_value(RunConfig().to_dict()[section][f.name])
+                _toml_value(defaults[section][f.name])
             )
             rows.append((f.name, shown, f.metadata["doc"]))
         docs[section] = rows

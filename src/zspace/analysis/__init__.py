@@ -1,5 +1,26 @@
-"""Latent-space analysis: encoding datasets into z-points."""
+"""Latent-space analysis: encoding, radius / axis / VAE statistics, clustering, projections."""
 
-from zspace.analysis.encoding import encode_images, save_encoding
+from zspace.analysis.analyze import Analysis, analyze_codes, analyze_run, load_analysis
+from zspace.analysis.clustering import InertiaCurve, elbow, inertia_sweep
+from zspace.analysis.encoding import encode_images, encode_run_images, save_encoding
+from zspace.analysis.projection import pca_projection, tsne_projection
+from zspace.analysis.statistics import axis_stats, expected_normal_radius, radius_stats, vae_internals
 
-__all__ = ["encode_images", "save_encoding"]
+__all__ = [
+    "Analysis",
+    "analyze_codes",
+    "analyze_run",
+    "load_analysis",
+    "encode_images",
+    "encode_run_images",
+    "save_encoding",
+    "radius_stats",
+    "axis_stats",
+    "vae_internals",
+    "expected_normal_radius",
+    "inertia_sweep",
+    "elbow",
+    "InertiaCurve",
+    "pca_projection",
+    "tsne_projection",
+]

@@ -1,7 +1,23 @@
-"""Generation: random z-points, decoding, image grids."""
+"""Generation: random and post-hoc latent samples, decoding, sharpening, image grids."""
 
+from zspace.generation.gallery import DEFAULT_LIMITS, GalleryConfig, write_gallery
 from zspace.generation.grid import image_grid, save_grid
-from zspace.generation.images import generate_images, reconstruction_pairs
+from zspace.generation.images import generate_images, interpolate, reconstruction_pairs, uniform_sweep
 from zspace.generation.latent import sample_latent
+from zspace.generation.samplers import GaussianMixtureSampler
+from zspace.generation.sharpen import sharpen
 
-__all__ = ["sample_latent", "generate_images", "reconstruction_pairs", "image_grid", "save_grid"]
+__all__ = [
+    "sample_latent",
+    "generate_images",
+    "uniform_sweep",
+    "reconstruction_pairs",
+    "interpolate",
+    "GaussianMixtureSampler",
+    "sharpen",
+    "GalleryConfig",
+    "write_gallery",
+    "DEFAULT_LIMITS",
+    "image_grid",
+    "save_grid",
+]

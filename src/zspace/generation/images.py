@@ -1,4 +1,4 @@
-"""Images produced by a trained model: random decodes and reconstructions."""
+"""Images produced by a trained model: random decodes, uniform sweeps, reconstructions, interpolations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from zspace.generation.latent import sample_latent
 
-__all__ = ["generate_images", "reconstruction_pairs"]
+__all__ = ["generate_images", "uniform_sweep", "reconstruction_pairs", "interpolate"]
 
 
 def generate_images(
@@ -17,6 +17,20 @@ def generate_images(
 ) -> np.ndarray:
     """Decodes n random z-points (see :func:`sample_latent`): float32 (n, H, W, C) in [0, 1]."""
     z = sample_latent(n, model.model_config.z_dim, dist, limit, seed)
+    return model.decode(z)
+
+
+def uniform_sweep(model, limits, n: int, seed: int | None = 0) -> np.ndarray:
+    """Rows of decodes of z uniform in [-r, r]^z_dim, one row of ``n`` per r in ``limits``.
+
+    The same uniform draw in [-1, 1] is scaled by each r, so a column follows one direction
+    as the box grows. Returns (len(limits) * n, H, W, C).
+    """
+    limits = [float(r) for r in limits]
+    if not limits or min(limits) <= 0:
+        raise ValueError(f"`limits` must be positive half-widths. Received: {limits}")
+    unit = sample_latent(n, model.model_config.z_dim, "uniform", 1.0, seed)
+    z = (np.asarray(limits, np.float32)[:, None, None] * unit[None]).reshape(-1, unit.shape[1])
     return model.decode(z)
 
 
@@ -35,3 +49,21 @@ def reconstruction_pairs(model, images: np.ndarray, cols: int = 10) -> np.ndarra
     shape = images.shape[1:]
     rows = np.stack([images.reshape(-1, cols, *shape), decoded.reshape(-1, cols, *shape)], axis=1)
     return rows.reshape(-1, *shape)
+
+
+def interpolate(model, image_a: np.ndarray, image_b: np.ndarray, steps: int = 10) -> np.ndarray:
+    """Decodes the straight line between the codes of two images (mu for a VAE, z for an AE).
+
+    Args:
+        image_a, image_b: (H, W, C) images.
+        steps: points on the line, ends included.
+
+    Returns:
+        (steps, H, W, C), from a's decode to b's.
+    """
+    if steps < 2:
+        raise ValueError(f"`steps` must be at least 2. Received: steps={steps}")
+    codes = model.encode(np.stack([image_a, image_b]).astype(np.float32))
+    ends = codes["mu"] if "mu" in codes else codes["z"]
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    return model.decode((1 - t) * ends[0] + t * ends[1])
