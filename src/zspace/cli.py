@@ -178,6 +178,51 @@ def generate(
             typer.echo(f"wrote {sharp}")
 
 
+def _collect(runs: list[Path], set_: list[str] | None, sharpen: float | None):
+    from zspace.config import AnalysisConfig, parse_overrides
+    from zspace.generation import GalleryConfig
+    from zspace.report import collect_run
+
+    analysis_config = AnalysisConfig().with_overrides(parse_overrides(set_ or []))
+    return [collect_run(run, analysis_config, GalleryConfig(sharpen_factor=sharpen)) for run in runs]
+
+
+Runs = Annotated[list[Path], typer.Argument(help="Run directories.", exists=True, file_okay=False)]
+AnalysisSet = Annotated[list[str] | None, typer.Option("--set", help="Analysis field for runs not yet analysed.")]
+Sharpen = Annotated[float | None, typer.Option(help="Also show grids sharpened by PIL with this factor.")]
+
+
+@app.command()
+def compare(
+    runs: Runs,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("comparison"),
+    set_: AnalysisSet = None,
+    sharpen: Sharpen = None,
+) -> None:
+    """Overlay radius histograms and inertia curves, tabulate losses and VAE internals, grids side by side."""
+    from zspace.report import write_comparison
+
+    with _clear_errors():
+        written = write_comparison(_collect(runs, set_, sharpen), out)
+        typer.echo(written["tables"].read_text())
+        typer.echo(f"wrote {len(written)} files into {out}")
+
+
+@app.command()
+def report(
+    runs: Runs,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output HTML file.")] = Path("report.html"),
+    set_: AnalysisSet = None,
+    sharpen: Sharpen = None,
+) -> None:
+    """One self-contained HTML report of one or more runs (PNGs saved beside it)."""
+    from zspace.report import write_html_report
+
+    with _clear_errors():
+        path = write_html_report(_collect(runs, set_, sharpen), out)
+        typer.echo(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder of the demo runs.")] = Path("demo-runs"),

@@ -160,11 +160,11 @@ class Autoencoder(keras.Model):
     # --- inference ----------------------------------------------------------------
     def encode(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
         """Images (N, H, W, C) in [0, 1] -> {"z"} (+ "mu", "logvar" for a VAE), each (N, z_dim)."""
-        return self.encoder.predict(images, batch_size=batch_size, verbose=0)
+        return _predict_fixed_batches(self.encoder, images, batch_size)
 
     def decode(self, z, batch_size: int = 256) -> np.ndarray:
         """z (N, z_dim) -> images (N, H, W, C) in [0, 1]."""
-        return self.decoder.predict(np.asarray(z, dtype="float32"), batch_size=batch_size, verbose=0)
+        return _predict_fixed_batches(self.decoder, z, batch_size)
 
     def reconstruct(self, images, batch_size: int = 256) -> np.ndarray:
         """Images (N, H, W, C) -> decoded images of the same shape (through the sampled z)."""
@@ -191,6 +191,27 @@ class Autoencoder(keras.Model):
             "config": RunConfig(model=self.model_config).to_dict()["model"],
             "seed": self.seed,
         }
+
+
+def _predict_fixed_batches(network: keras.Model, x, batch_size: int):
+    """``network.predict`` in batches of one shape: the tail is zero-padded to a full batch.
+
+    A partial last batch of a new size makes TensorFlow retrace the predict function on
+    every call with a new array length; padding keeps one trace per batch size.
+    """
+    x = np.asarray(x, dtype="float32")
+    n_full = len(x) - len(x) % batch_size
+    parts = []
+    if n_full:
+        parts.append(network.predict(x[:n_full], batch_size=batch_size, verbose=0))
+    if n_full < len(x):
+        tail = np.zeros((batch_size, *x.shape[1:]), dtype="float32")
+        tail[: len(x) - n_full] = x[n_full:]
+        out = network.predict(tail, batch_size=batch_size, verbose=0)
+        parts.append(keras.tree.map_structure(lambda a: a[: len(x) - n_full], out))
+    if len(parts) == 1:
+        return parts[0]
+    return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> Autoencoder:

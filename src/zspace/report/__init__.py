@@ -1,0 +1,19 @@
+"""Reports: plots of analysis records, run comparisons and the self-contained HTML report."""
+
+from zspace.report.build import (
+    RunReport,
+    collect_run,
+    comparison_figures,
+    comparison_tables,
+    write_comparison,
+    write_html_report,
+)
+
+__all__ = [
+    "RunReport",
+    "collect_run",
+    "comparison_tables",
+    "comparison_figures",
+    "write_comparison",
+    "write_html_report",
+]

@@ -1,0 +1,271 @@
+"""Comparison tables and figures of several runs, the `compare` folder and the self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from zspace.analysis import Analysis, analyze_run, load_analysis
+from zspace.config import AnalysisConfig, RunConfig
+from zspace.generation import GalleryConfig, write_gallery
+from zspace.report import plots
+from zspace.storage import atomic_write_bytes, atomic_write_text
+
+__all__ = ["RunReport", "collect_run", "comparison_tables", "comparison_figures", "write_comparison",
+           "write_html_report"]
+
+Table = tuple[list[str], list[list[str]]]
+
+
+@dataclass
+class RunReport:
+    """What the report shows of one run.
+
+    Attributes:
+        name: short label (the run directory's name).
+        config: the run's config; history: history.csv rows; analysis: its analysis.
+        gallery: {grid name: PNG path} written by :func:`zspace.generation.write_gallery`.
+    """
+
+    name: str
+    root: Path
+    config: RunConfig
+    history: list[dict[str, float]]
+    analysis: Analysis
+    gallery: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def is_vae(self) -> bool:
+        return self.analysis.summary["kind"] == "vae"
+
+
+def collect_run(run_dir: str | Path, analysis_config: AnalysisConfig | None = None,
+                gallery_config: GalleryConfig = GalleryConfig()) -> RunReport:
+    """Loads a run's history and analysis (running ``analyze`` first if it has none) and writes its gallery.
+
+    Args:
+        analysis_config: settings for the analysis when it has to run; None = defaults.
+    """
+    from zspace.training import load_run, read_history, run_data
+
+    root = Path(run_dir)
+    config, model = load_run(root)
+    try:
+        analysis = load_analysis(root)
+    except FileNotFoundError:
+        analysis = analyze_run(root, analysis_config or AnalysisConfig())
+    _, (_, _, x_val, _) = run_data(config)
+    z_train = analysis.arrays["z"][analysis.arrays["split"] == 0]
+    gallery = write_gallery(model, x_val[: gallery_config.n], z_train, root / "gallery", gallery_config)
+    return RunReport(root.name, root, config, read_history(root / "history.csv"), analysis, gallery)
+
+
+def _f(value, digits: int = 3) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_f(v, digits) for v in value) + "]"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
+    """{title: (headers, rows)} of final losses, radius, axes, clustering and VAE internals."""
+    tables: dict[str, Table] = {}
+    rows = []
+    for r in runs:
+        last = r.history[-1] if r.history else {}
+        m = r.config.model
+        rows.append([r.name, m.kind, str(m.z_dim), _f(m.kl_factor) if m.kind == "vae" else "-",
+                     r.config.train.dataset, str(int(last.get("epoch", 0)))]
+                    + [_f(last.get(k, float("nan")), 5) for k in
+                       ("total_loss", "reco_loss", "kl_loss", "val_total_loss", "val_reco_loss", "val_kl_loss")])
+    tables["Final losses (per image; BCE in nats)"] = (
+        ["run", "kind", "z_dim", "kl_factor", "dataset", "epochs", "total", "reco", "kl", "val total",
+         "val reco", "val kl"], rows)
+    rows = []
+    for r in runs:
+        rad = r.analysis.summary["radius"]
+        rows.append([r.name, _f(rad["mean"]), _f(rad["median"]), _f(rad["mode"]), _f(rad["std"]),
+                     _f(rad["shell_50"]), _f(rad["shell_95"]), _f(rad["expected_normal"]), str(rad["above"])])
+    tables["Radius of the z-points"] = (
+        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E||N(0,I)||", "beyond range"], rows)
+    rows = []
+    for r in runs:
+        ax = r.analysis.summary["axes"]
+        rows.append([r.name, f"{ax['active_units']} / {r.analysis.summary['z_dim']}",
+                     _f(float(np.mean(np.abs(ax["mean"])))), _f(float(np.mean(ax["std"]))),
+                     _f(float(np.min(ax["std"]))), _f(float(np.max(ax["std"])))])
+    tables["Per-axis statistics"] = (["run", "active units", "mean |axis mean|", "mean axis std", "min std",
+                                      "max std"], rows)
+    rows = []
+    for r in runs:
+        inertia = r.analysis.summary["inertia"]
+        if inertia:
+            spread = float(np.max(np.asarray(inertia["std"]) / np.asarray(inertia["mean"])))
+            rows.append([r.name, str(inertia["elbow_k"]), _f(inertia["mean"][0]), _f(inertia["mean"][-1]),
+                         f"{100 * spread:.2f}%", str(len(inertia["seeds"]))])
+    tables["Clustering (MiniBatchKMeans)"] = (["run", "elbow k", "inertia at k min", "inertia at k max",
+                                               "max std/mean over seeds", "seeds"], rows)
+    rows = []
+    for r in runs:
+        if r.is_vae:
+            i = r.analysis.summary["internals"]
+            rows.append([r.name, _f(i["logvar_min"]), _f(i["logvar_max"]), _f(i["logvar_mean"]),
+                         _f(i["abs_z_minus_mu_max"]), str(i["n_z_minus_mu_above"]), _f(i["radius_abs_diff_max"]),
+                         _f(i["radius_abs_diff_mean"]), _f(i["radius_rel_diff_mean"]), _f(i["kl_total"])])
+    if rows:
+        tables["VAE internals"] = (["run", "logvar min", "logvar max", "logvar mean", "max |z-mu|",
+                                    "components |z-mu|>thr", "max |r(z)-r(mu)|", "mean |r(z)-r(mu)|",
+                                    "mean rel. diff", "KL / image"], rows)
+    return tables
+
+
+def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
+    """{name: PNG bytes} of the overlaid plots of all runs."""
+    s = [(r.name, r.analysis.summary) for r in runs]
+    figures = {
+        "losses": plots.plot_loss_curves([(r.name, r.history) for r in runs if r.history]),
+        "radius": plots.plot_radius_histograms(
+            [(n, a["radius"]["counts"], a["radius"]["edges"], a["radius"]["expected_normal"]) for n, a in s]),
+        "axes": plots.plot_axis_histograms(
+            [(n, {int(k): v for k, v in a["axes"]["histograms"].items()}) for n, a in s]),
+        "explained_variance": plots.plot_explained_variance(
+            [(n, a["pca"]["explained_variance_ratio"]) for n, a in s]),
+    }
+    inertia = [(n, a["inertia"]["ks"], a["inertia"]["mean"], a["inertia"]["std"], a["inertia"]["elbow_k"])
+               for n, a in s if a["inertia"]]
+    if inertia:
+        figures["inertia"] = plots.plot_inertia_curves(inertia)
+    vaes = [(n, a["internals"]) for n, a in s if a["kind"] == "vae"]
+    if vaes:
+        figures["logvar"] = plots.plot_logvar_counts([(n, i["logvar_counts"], i["logvar_edges"]) for n, i in vaes])
+        figures["kl_per_dim"] = plots.plot_kl_per_dim([(n, i["kl_per_dim"]) for n, i in vaes])
+    return {name: plots.figure_png(fig) for name, fig in figures.items()}
+
+
+def projection_figures(run: RunReport) -> dict[str, bytes]:
+    """{name: PNG bytes}: PCA and t-SNE scatters of one run, coloured by label when there are labels."""
+    a = run.analysis.arrays
+    labels = a.get("labels")
+    pick = (lambda idx: labels[idx]) if labels is not None else (lambda idx: None)
+    figures = {"pca": plots.plot_embedding(a["pca_embedding"], pick(a["pca_indices"]), f"{run.name}: PCA")}
+    for t in run.analysis.summary["tsne"]:
+        n = t["size"]
+        title = f"{run.name}: t-SNE of {n} points (perplexity {t['perplexity']:g})"
+        figures[f"tsne_{n}"] = plots.plot_embedding(a[f"tsne_{n}_embedding"], pick(a[f"tsne_{n}_indices"]), title)
+    return {name: plots.figure_png(fig) for name, fig in figures.items()}
+
+
+def side_by_side(paths: list[Path], gap: int = 12) -> bytes:
+    """PNG bytes of images placed left to right (top-aligned, white gaps)."""
+    pictures = [Image.open(p).convert("RGB") for p in paths]
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in pictures)), "white")
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + gap
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _markdown(tables: dict[str, Table]) -> str:
+    out = []
+    for title, (headers, rows) in tables.items():
+        out += [f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def write_comparison(runs: list[RunReport], out_dir: str | Path) -> dict[str, Path]:
+    """Writes overlaid plots, side-by-side generation grids and ``comparison.md`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, png in comparison_figures(runs).items():
+        written[name] = out_dir / f"{name}.png"
+        atomic_write_bytes(written[name], png)
+    for grid in sorted(set.intersection(*(set(r.gallery) for r in runs))):
+        written[f"grid_{grid}"] = out_dir / f"grids_{grid}.png"
+        atomic_write_bytes(written[f"grid_{grid}"], side_by_side([r.gallery[grid] for r in runs]))
+    written["tables"] = out_dir / "comparison.md"
+    atomic_write_text(written["tables"], _markdown(comparison_tables(runs)))
+    return written
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table_html(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;margin:4px}
+section{margin-bottom:2em}h2{border-bottom:1px solid #ddd}figure{display:inline-block;margin:0 1em 1em 0}
+figcaption{font-size:12px;color:#555}"""
+
+SECTIONS = ("Runs", "Training curves", "Radius", "Per-axis distributions", "Clustering", "Projections",
+            "VAE internals", "Generation")
+
+
+def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
+    """One self-contained HTML file (images embedded); the PNGs are also saved in ``<stem>_files/``."""
+    path = Path(path)
+    files = path.with_name(f"{path.stem}_files")
+    figures = comparison_figures(runs)
+    tables = comparison_tables(runs)
+    saved: dict[str, bytes] = dict(figures)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>zspace report</title>"
+             f"<style>{_CSS}</style></head><body><h1>zspace report: {html.escape(', '.join(r.name for r in runs))}</h1>"]
+
+    def section(title: str, body: str) -> None:
+        parts.append(f"<section id='{title.lower().replace(' ', '-')}'><h2>{html.escape(title)}</h2>{body}</section>")
+
+    def figure(name: str, caption: str) -> str:
+        return f"<figure>{_img(saved[name], caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+    table = lambda title: _table_html(*tables[title]) if title in tables else ""  # noqa: E731
+    section("Runs", table("Final losses (per image; BCE in nats)"))
+    section("Training curves", figure("losses", "total, reconstruction and KL loss per epoch (dashed: validation)")
+            if "losses" in saved else "<p>No history.</p>")
+    section("Radius", table("Radius of the z-points") + figure("radius", "radius histogram of the z-points"))
+    section("Per-axis distributions", table("Per-axis statistics") + figure("axes", "distribution of selected axes"))
+    section("Clustering", table("Clustering (MiniBatchKMeans)")
+            + (figure("inertia", "inertia vs k: mean over seeds, band = 1 std, dot = elbow") if "inertia" in saved else ""))
+    projections = [figure("explained_variance", "PCA: cumulative explained variance")]
+    for r in runs:
+        for name, png in projection_figures(r).items():
+            saved[f"{r.name}_{name}"] = png
+            projections.append(figure(f"{r.name}_{name}", f"{r.name}: {name.replace('_', ' ')}"))
+    section("Projections", "".join(projections))
+    if "VAE internals" in tables:
+        section("VAE internals", table("VAE internals") + figure("logvar", "logvar components per interval")
+                + figure("kl_per_dim", "KL per latent dimension"))
+    else:
+        section("VAE internals", "<p>No VAE among these runs.</p>")
+    generation = []
+    for r in runs:
+        for grid, png_path in r.gallery.items():
+            key = f"{r.name}_grid_{grid}"
+            saved[key] = Path(png_path).read_bytes()
+            generation.append(figure(key, f"{r.name}: {grid.replace('_', ' ')}"))
+    section("Generation", "".join(generation))
+    parts.append("</body></html>")
+    for name, png in saved.items():
+        atomic_write_bytes(files / f"{name}.png", png)
+    atomic_write_text(path, "\n".join(parts))
+    return path

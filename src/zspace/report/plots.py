@@ -1,0 +1,155 @@
+"""Matplotlib figures of analysis records. Each function takes plain arrays and returns a Figure.
+
+``series`` arguments are lists of ``(label, ...)`` tuples, one per run, so the same
+function draws one run or overlays several.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "figure_png",
+    "plot_loss_curves",
+    "plot_radius_histograms",
+    "plot_axis_histograms",
+    "plot_inertia_curves",
+    "plot_explained_variance",
+    "plot_embedding",
+    "plot_logvar_counts",
+    "plot_kl_per_dim",
+]
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """PNG bytes of a figure (which is then closed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plot_loss_curves(series) -> Figure:
+    """series: [(label, history rows)] with total/reco/kl (+ val_) losses per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for label, rows in series:
+        epochs = [r["epoch"] for r in rows]
+        for ax, metric in zip(axes, ("total_loss", "reco_loss", "kl_loss")):
+            line, = ax.plot(epochs, [r[metric] for r in rows], label=f"{label} train")
+            ax.plot(epochs, [r[f"val_{metric}"] for r in rows], "--", color=line.get_color(), label=f"{label} val")
+            ax.set_title(metric)
+            ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def plot_radius_histograms(series) -> Figure:
+    """series: [(label, counts, edges, expected_normal_radius)]; fractions of points per bin."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for label, counts, edges, expected in series:
+        counts = np.asarray(counts, dtype=float)
+        fraction = counts / max(counts.sum(), 1)
+        step = ax.stairs(fraction, edges, label=label)
+        ax.axvline(expected, ls=":", color=step.get_edgecolor())
+    ax.set_xlabel("L2 radius of z (dotted: E||z|| of N(0, I))")
+    ax.set_ylabel("fraction of points")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_axis_histograms(series) -> Figure:
+    """series: [(label, {axis: (counts, edges)})]; one panel per axis."""
+    axes_ids = sorted({int(a) for _, hists in series for a in hists})
+    fig, axes = plt.subplots(1, max(len(axes_ids), 1), figsize=(4 * max(len(axes_ids), 1), 3), squeeze=False)
+    for ax, axis in zip(axes[0], axes_ids):
+        for label, hists in series:
+            hist = hists.get(axis, hists.get(str(axis)))
+            if hist is not None:
+                counts, edges = np.asarray(hist[0], float), hist[1]
+                ax.stairs(counts / max(counts.sum(), 1), edges, label=label)
+        ax.set_title(f"z[{axis}]")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def plot_inertia_curves(series) -> Figure:
+    """series: [(label, ks, mean, std, elbow_k)]; band = +-1 std over seeds, marker = elbow."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for label, ks, mean, std, elbow_k in series:
+        ks, mean, std = np.asarray(ks), np.asarray(mean), np.asarray(std)
+        line, = ax.plot(ks, mean, label=f"{label} (elbow k={elbow_k})")
+        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.25)
+        at = int(np.searchsorted(ks, elbow_k))
+        if at < len(ks):
+            ax.plot([ks[at]], [mean[at]], "o", color=line.get_color())
+    ax.set_xlabel("number of clusters k")
+    ax.set_ylabel("MiniBatchKMeans inertia")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_explained_variance(series) -> Figure:
+    """series: [(label, explained_variance_ratio)]; cumulative curves."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for label, ratio in series:
+        ratio = np.asarray(ratio)
+        ax.plot(np.arange(1, len(ratio) + 1), np.cumsum(ratio), label=label)
+    ax.set_xlabel("principal components")
+    ax.set_ylabel("cumulative explained variance")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_embedding(embedding, labels=None, title: str = "") -> Figure:
+    """2-D scatter of (n, 2) points coloured by integer labels (n,) when given."""
+    embedding = np.asarray(embedding)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    size = max(0.5, min(8.0, 4000 / max(len(embedding), 1)))
+    if labels is None:
+        ax.scatter(embedding[:, 0], embedding[:, 1], s=size, lw=0, alpha=0.6)
+    else:
+        scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, s=size, lw=0, alpha=0.7, cmap="tab10")
+        fig.colorbar(scatter, ax=ax, fraction=0.04)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def plot_logvar_counts(series) -> Figure:
+    """series: [(label, counts, edges)]: components per logvar interval, grouped bars."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, counts, edges) in enumerate(series):
+        counts = np.asarray(counts, dtype=float)
+        ax.bar(np.arange(len(counts)) + i * width, counts / max(counts.sum(), 1), width, label=label)
+    edges = series[0][2] if series else []
+    ax.set_xticks(np.arange(len(edges) - 1) + 0.4 - width / 2)
+    ax.set_xticklabels([f"[{a:g}, {b:g})" for a, b in zip(_floats(edges[:-1]), _floats(edges[1:]))],
+                       rotation=40, fontsize=7)
+    ax.set_ylabel("fraction of logvar components")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_kl_per_dim(series) -> Figure:
+    """series: [(label, kl_per_dim)]: KL per latent dimension, sorted, nats."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for label, kl in series:
+        ax.plot(np.sort(np.asarray(kl))[::-1], ".-", label=label, ms=3)
+    ax.set_xlabel("latent dimension (sorted)")
+    ax.set_ylabel("mean KL (nats)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _floats(values):
+    return [float(v) for v in values]  # JSON stores infinities as strings "inf" / "-inf"

@@ -1,0 +1,71 @@
+"""Analysis, comparison and report on a tiny trained AE and VAE (in-process CLI)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_run_config
+from zspace.cli import app
+from zspace.report.build import SECTIONS
+from zspace.training import train
+
+runner = CliRunner()
+FAST = ["--set", "k_max=12", "--set", "tsne_sizes=[300]", "--set", "pca_subset=300"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    for kind in ("ae", "vae"):
+        config = tiny_run_config(root / kind, epochs=2)
+        train(config.with_overrides({"kind": kind}))
+    return root / "ae", root / "vae"
+
+
+def test_analyze_writes_json_and_arrays(runs):
+    _, vae = runs
+    result = runner.invoke(app, ["analyze", str(vae), *FAST])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((vae / "analysis.json").read_text())
+    assert summary["n_points"] == 1797 and summary["z_dim"] == 3 and summary["kind"] == "vae"
+    assert summary["config"]["k_max"] == 12
+    assert summary["inertia"]["ks"] == list(range(2, 13, 2))
+    assert set(summary["seconds"]) >= {"encode", "radius", "inertia", "pca", "tsne_300"}
+    with np.load(vae / "analysis.npz", allow_pickle=False) as data:
+        assert data["z"].shape == (1797, 3) and data["tsne_300_embedding"].shape == (300, 2)
+        radii = np.linalg.norm(data["z"], axis=1)
+    assert summary["radius"]["mean"] == pytest.approx(radii.mean(), rel=1e-5)
+
+
+def test_analyze_rejects_bad_settings(runs):
+    result = runner.invoke(app, ["analyze", str(runs[0]), "--set", "k_max=1"])
+    assert result.exit_code == 2
+    assert "`k_max` must be >= k_min (2). Received: k_max=1" in result.output
+
+
+def test_report_has_every_section_and_embeds_images(runs, tmp_path):
+    out = tmp_path / "report.html"
+    result = runner.invoke(app, ["report", *map(str, runs), "-o", str(out), "--sharpen", "7", *FAST])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    for section in SECTIONS:
+        assert f"<h2>{section}</h2>" in page, section
+    assert "src=\"http" not in page and "<img" in page  # self-contained
+    images = re.findall(r'src="data:image/png;base64,', page)
+    files = sorted(p.name for p in (tmp_path / "report_files").iterdir())
+    assert len(images) == len(files) >= 20
+    assert "vae_grid_normal_sharp.png" in files and "ae_tsne_300.png" in files
+    assert "<td>vae</td>" in page and "logvar min" in page  # VAE internals table
+
+
+def test_compare_writes_overlays_tables_and_side_by_side_grids(runs, tmp_path):
+    result = runner.invoke(app, ["compare", *map(str, runs), "-o", str(tmp_path / "cmp"), *FAST])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (tmp_path / "cmp").iterdir()}
+    assert {"radius.png", "inertia.png", "comparison.md", "grids_normal.png", "grids_gmm.png"} <= names
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "## Final losses" in table and "## VAE internals" in table
+    assert "| ae | ae |" in table and "| vae | vae |" in table
