@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zspace.analysis import encode_images
-from zspace.config import load_config
+from zspace.analysis import analyze_run, encode_images
+from zspace.config import AnalysisConfig, load_config
 from zspace.data import find_local_dataset, load_dataset
 from zspace.generation import generate_images, reconstruction_pairs, save_grid
+from zspace.report import collect_run, write_html_report
 from zspace.training import RunResult, run_data, train
 
 __all__ = ["run_demo", "format_summary", "DemoRow"]
@@ -37,11 +38,15 @@ def _images_of(result: RunResult, x_val: np.ndarray, out: Path) -> tuple[Path, .
     return reco, random
 
 
-def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, out_dir: str | Path) -> list[DemoRow]:
-    """Trains the demo AE and VAE into ``out_dir/ae`` and ``out_dir/vae``.
+def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, out_dir: str | Path,
+             analysis_config: AnalysisConfig = AnalysisConfig()) -> tuple[list[DemoRow], Path]:
+    """Trains the demo AE and VAE into ``out_dir/ae`` and ``out_dir/vae`` and reports on both.
 
     Uses ``fashion_config_path`` when Fashion-MNIST is already on this machine (Keras cache
     or /usr/share/datasets/fashion-mnist), otherwise ``config_path`` (scikit-learn digits).
+
+    Returns:
+        The summary rows and the path of ``out_dir/report.html``.
     """
     use_fashion = fashion_config_path is not None and find_local_dataset("fashion_mnist") is not None
     config = load_config(fashion_config_path if use_fashion else config_path)
@@ -66,7 +71,12 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
             mean_radius=float(np.linalg.norm(z, axis=1).mean()),
             files=_images_of(result, x_val, result.files.root),
         ))
-    return rows
+    print("[zspace demo] analysing both runs and writing the report", flush=True)
+    reports = []
+    for kind in ("ae", "vae"):
+        analyze_run(Path(out_dir) / kind, analysis_config, dataset=data)
+        reports.append(collect_run(Path(out_dir) / kind))
+    return rows, write_html_report(reports, Path(out_dir) / "report.html")
 
 
 def format_summary(rows: list[DemoRow]) -> str:

@@ -51,14 +51,19 @@ class TSNEResult(_Record):
 
 def tsne_projection(z, subset: int | None = 20_000, perplexity: float = 30.0, early_exaggeration: float = 12.0,
                     seed: int = 0, n_jobs: int = -1) -> TSNEResult:
-    """FFT-accelerated t-SNE (openTSNE) of a seeded random subset of the z-points."""
+    """t-SNE (openTSNE) of a seeded random subset of the z-points.
+
+    openTSNE's "auto" gradient method: FFT-accelerated interpolation (Linderman et al. 2019)
+    from 10,000 points on, Barnes-Hut below, where the FFT grid costs more than it saves
+    (measured here on 1,797 points: 8 s FFT vs 2 s Barnes-Hut).
+    """
     from openTSNE import TSNE
 
     z = _as_points(z)
     idx = random_subset(len(z), subset, seed)
     if not 0 < perplexity < len(idx):
         raise ValueError(f"`perplexity` must be in (0, {len(idx)}) for {len(idx)} points. Received: {perplexity}")
-    tsne = TSNE(perplexity=perplexity, early_exaggeration=early_exaggeration, negative_gradient_method="fft",
+    tsne = TSNE(perplexity=perplexity, early_exaggeration=early_exaggeration, negative_gradient_method="auto",
                 n_jobs=n_jobs, random_state=seed)
     embedding = tsne.fit(z[idx].astype(np.float64))
     return TSNEResult(idx, np.asarray(embedding, dtype=np.float32), perplexity, early_exaggeration,
