@@ -120,8 +120,12 @@ def test_step_decay_schedule():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
-        load_config(path)
+    from zspace.config import AnalysisConfig
+
+    paths = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    assert paths
+    for path in paths:
+        AnalysisConfig.load(path) if path.name.startswith("analysis") else load_config(path)
 
 
 def test_readme_documents_every_config_field():
@@ -133,3 +137,17 @@ def test_readme_documents_every_config_field():
     for rows in field_docs().values():
         for name, _, _ in rows:
             assert f"| `{name}` |" in readme, name
+
+
+def test_analysis_config_validation_and_round_trip(tmp_path):
+    from zspace.config import AnalysisConfig
+
+    config = AnalysisConfig(radius_range=None, tsne_sizes=(), kmeans_seeds=(4,))
+    path = tmp_path / "a.toml"
+    path.write_text(config.to_toml())
+    assert AnalysisConfig.load(path) == config
+    assert list(AnalysisConfig(k_min=2, k_max=7, k_step=2).ks) == [2, 4, 6]
+    with pytest.raises(ConfigError, match="`radius_range` must be"):
+        AnalysisConfig(radius_range=(5.0, 1.0))
+    with pytest.raises(ConfigError, match="unknown field `k_maximum`; did you mean `k_max`"):
+        AnalysisConfig().with_overrides({"k_maximum": 3})
