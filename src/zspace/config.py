@@ -196,6 +196,11 @@ class ModelConfig:
         "The sampling noise eps ~ N(0, 1) is clipped to [-clip, clip]; false/none = no clip.",
         5.0,
     )
+    logvar_max: float = _doc(
+        "Smooth upper bound on logvar (max - softplus(max - logvar)): exp(logvar) stays finite "
+        "even for a diverging encoder; below about max - 5 it changes nothing.",
+        20.0,
+    )
     epsilon_scale: float = _doc(
         "z = mu + exp(logvar / 2) * eps * epsilon_scale; 0 gives z = mu. Changeable on a "
         "trained model (Autoencoder.set_epsilon_scale).",
@@ -233,6 +238,8 @@ class ModelConfig:
             self.epsilon_clip, "a positive number, or none to switch clipping off",
         )
         _require(self.epsilon_scale >= 0.0, "epsilon_scale", self.epsilon_scale, "non-negative")
+        _require(0.0 < self.logvar_max <= 50.0, "logvar_max", self.logvar_max,
+                 "in (0, 50] (exp(50) is near float32's limit once summed)")
         self._check_shapes()
 
     def _resolve_decoder(self) -> None:
@@ -326,6 +333,17 @@ class TrainConfig:
     seed: int = _doc("Seed of weights, shuffling, noise and subsets.", 0)
     run_dir: str = _doc("Directory of the run's results and checkpoints.", "runs/default")
     keep_checkpoints: int = _doc("Keep the newest N epoch checkpoints; 0 = keep all.", 0)
+    gradient_clip_norm: float = _doc("Clip each gradient to this L2 norm (Adam clipnorm); 0 = off.", 0.0)
+    kl_warmup_epochs: int = _doc(
+        "The KL weight ramps linearly from 0 (epoch 1) to kl_factor over this many epochs; 0 = off.", 0
+    )
+    on_nonfinite: Literal["stop", "retry"] = _doc(
+        'A non-finite loss "stop"s training (naming epoch and step, no checkpoint written) or '
+        '"retry"s from the last good checkpoint with the learning rate times retry_lr_factor.',
+        "stop",
+    )
+    nonfinite_retries: int = _doc("How many retries on_nonfinite = \"retry\" makes before stopping.", 3)
+    retry_lr_factor: float = _doc("Learning-rate multiplier applied at each retry.", 0.5)
     verbose: int = _doc("0 = silent, 1 = progress bar per epoch, 2 = one line per epoch.", 1)
 
     def __post_init__(self) -> None:
@@ -348,6 +366,16 @@ class TrainConfig:
         _require(bool(self.run_dir.strip()), "run_dir", self.run_dir, "a directory path")
         _require(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, ">= 0")
         _require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
+        _require(self.gradient_clip_norm >= 0, "gradient_clip_norm", self.gradient_clip_norm, ">= 0 (0 = off)")
+        _require(self.kl_warmup_epochs >= 0, "kl_warmup_epochs", self.kl_warmup_epochs, ">= 0 (0 = off)")
+        _require(self.nonfinite_retries >= 0, "nonfinite_retries", self.nonfinite_retries, ">= 0")
+        _require(0 < self.retry_lr_factor < 1, "retry_lr_factor", self.retry_lr_factor, "in (0, 1)")
+
+    def kl_scale_at(self, epoch: int) -> float:
+        """KL warm-up multiplier of 0-based ``epoch``: 0, 1/N, ..., 1."""
+        if self.kl_warmup_epochs == 0:
+            return 1.0
+        return min(1.0, epoch / self.kl_warmup_epochs)
 
     def learning_rate_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch`` under the step-decay schedule."""
@@ -476,6 +504,12 @@ class RunConfig:
             raise ConfigError(f"`model` must be a ModelConfig. Received: {type(self.model).__name__}")
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"`train` must be a TrainConfig. Received: {type(self.train).__name__}")
+        if self.train.kl_warmup_epochs and self.model.kl_method == "outputs":
+            raise ConfigError(
+                '`kl_warmup_epochs` needs kl_method "layer", "add_loss" or "train_step": with "outputs" '
+                f"the KL weight lives in compiled loss functions. Received: kl_warmup_epochs="
+                f"{self.train.kl_warmup_epochs}, kl_method='outputs'"
+            )
 
     # --- dict / TOML ---------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "RunError"]
+__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "RunError", "TrainingDiverged"]
 
 
 class ZspaceError(Exception):
@@ -23,3 +23,7 @@ class ModelFileError(ZspaceError, ValueError):
 
 class RunError(ZspaceError, RuntimeError):
     """A run directory cannot be used as asked (e.g. resuming with a changed config)."""
+
+
+class TrainingDiverged(RunError):
+    """The loss became non-finite; the message names the epoch and step."""

@@ -62,6 +62,8 @@ class Autoencoder(keras.Model):
         self.decoder = build_decoder(cfg)
         if self.kl_method == "layer":
             self.kl_loss_layer = KLDivergenceLoss(cfg.kl_factor, name="kl_loss_layer")
+        # Multiplies the KL weight; the KL warm-up callback ramps it from 0 to 1.
+        self.kl_scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="kl_scale")
         # === Metrics ===
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.reco_loss_tracker = keras.metrics.Mean(name="reco_loss")
@@ -80,7 +82,7 @@ class Autoencoder(keras.Model):
         outputs = dict(encoded)
         if self.kl_method == "layer":
             outputs["mu"], outputs["logvar"] = self.kl_loss_layer(
-                [encoded["mu"], encoded["logvar"]]
+                [encoded["mu"], encoded["logvar"]], scale=self.kl_scale
             )
         elif self.kl_method == "add_loss":
             self.add_loss(self.weighted_kl(encoded["mu"], encoded["logvar"]))
@@ -89,8 +91,9 @@ class Autoencoder(keras.Model):
 
     # --- losses -------------------------------------------------------------------
     def weighted_kl(self, mu, logvar):
-        """kl_factor * batch mean of the KL divergence (scalar)."""
-        return self.model_config.kl_factor * ops.mean(kl_per_image(mu, logvar))
+        """kl_factor * kl_scale * batch mean of the KL divergence (scalar, float32)."""
+        scale = ops.cast(self.kl_scale, "float32")
+        return self.model_config.kl_factor * scale * ops.mean(kl_per_image(mu, logvar))
 
     def loss_terms(self, y, y_pred):
         """(reco, weighted KL) batch means, computed directly from targets and outputs."""

@@ -7,7 +7,7 @@ from keras import ops
 
 from zspace.models.losses import kl_per_image
 
-__all__ = ["Sampling", "KLDivergenceLoss"]
+__all__ = ["Sampling", "KLDivergenceLoss", "SoftUpperClip"]
 
 
 @keras.saving.register_keras_serializable(package="zspace")
@@ -26,6 +26,7 @@ class Sampling(keras.layers.Layer):
     """
 
     def __init__(self, seed=None, epsilon_clip=5.0, epsilon_scale=1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # exp(logvar / 2) overflows float16 under mixed precision
         super().__init__(**kwargs)
         self.seed = seed
         self.epsilon_clip = epsilon_clip
@@ -39,7 +40,7 @@ class Sampling(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        mu, logvar = inputs
+        mu, logvar = (ops.cast(t, "float32") for t in inputs)
         eps = keras.random.normal(ops.shape(mu), seed=self.seed_generator, dtype=mu.dtype)
         if self.epsilon_clip is not None:
             eps = ops.clip(eps, -self.epsilon_clip, self.epsilon_clip)
@@ -71,15 +72,22 @@ class Sampling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zspace")
 class KLDivergenceLoss(keras.layers.Layer):
-    """Identity on ``[mu, logvar]`` that adds ``kl_factor * mean_batch(KL)`` with ``add_loss``."""
+    """Identity on ``[mu, logvar]`` that adds ``kl_factor * scale * mean_batch(KL)`` with ``add_loss``.
+
+    Call args:
+        inputs: ``[mu, logvar]``, each (batch, z_dim).
+        scale: optional scalar tensor multiplying the loss (KL warm-up); default 1.
+    """
 
     def __init__(self, kl_factor=1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.kl_factor = float(kl_factor)
 
-    def call(self, inputs):
+    def call(self, inputs, scale=None):
         mu, logvar = inputs
-        self.add_loss(self.kl_factor * ops.mean(kl_per_image(mu, logvar)))
+        loss = self.kl_factor * ops.mean(kl_per_image(mu, logvar))
+        self.add_loss(loss if scale is None else loss * ops.cast(scale, loss.dtype))
         return mu, logvar
 
     def compute_output_shape(self, input_shape):
@@ -87,3 +95,28 @@ class KLDivergenceLoss(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kl_factor": self.kl_factor}
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class SoftUpperClip(keras.layers.Layer):
+    """Smooth upper bound: ``max_value - softplus(max_value - x)``.
+
+    Equal to x well below ``max_value`` (the gap is below exp(x - max_value)), never above
+    it, and with a non-zero gradient everywhere, so a logvar pushed to +1e4 gives a finite
+    exp(logvar) and can still come back (a hard clip would stop its gradient).
+    """
+
+    def __init__(self, max_value=20.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.max_value = float(max_value)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        return self.max_value - ops.softplus(self.max_value - x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_value": self.max_value}

@@ -28,7 +28,8 @@ def reconstruction_per_image(target, output, kind: str):
     Returns:
         (batch,) tensor.
     """
-    target, output = ops.convert_to_tensor(target), ops.convert_to_tensor(output)
+    # float32 even under mixed precision: per-image sums of 27,648 pixels overflow float16.
+    target, output = ops.cast(target, "float32"), ops.cast(output, "float32")
     if kind == "bce":
         per_pixel = ops.binary_crossentropy(target, output)
     elif kind == "mse":
@@ -47,7 +48,7 @@ def kl_per_image(mu, logvar):
     Returns:
         (batch,) tensor, in nats.
     """
-    mu, logvar = ops.convert_to_tensor(mu), ops.convert_to_tensor(logvar)
+    mu, logvar = ops.cast(mu, "float32"), ops.cast(logvar, "float32")
     return -0.5 * ops.sum(1.0 + logvar - ops.square(mu) - ops.exp(logvar), axis=-1)
 
 
@@ -81,7 +82,7 @@ class MuKLLoss(keras.losses.Loss):
         self.kl_factor = kl_factor
 
     def call(self, y_true, y_pred):
-        return self.kl_factor * 0.5 * ops.sum(ops.square(y_pred), axis=-1)
+        return self.kl_factor * 0.5 * ops.sum(ops.square(ops.cast(y_pred, "float32")), axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "kl_factor": self.kl_factor}
@@ -96,7 +97,8 @@ class LogvarKLLoss(keras.losses.Loss):
         self.kl_factor = kl_factor
 
     def call(self, y_true, y_pred):
-        return self.kl_factor * -0.5 * ops.sum(1.0 + y_pred - ops.exp(y_pred), axis=-1)
+        logvar = ops.cast(y_pred, "float32")
+        return self.kl_factor * -0.5 * ops.sum(1.0 + logvar - ops.exp(logvar), axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "kl_factor": self.kl_factor}

@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from zspace.config import ModelConfig
-from zspace.models.layers import Sampling
+from zspace.models.layers import Sampling, SoftUpperClip
 
 __all__ = ["build_encoder", "build_decoder"]
 
@@ -57,7 +57,8 @@ def build_encoder(config: ModelConfig, seed: int | None = None) -> keras.Model:
         z = layers.Dense(config.z_dim, name="z")(x)
         return keras.Model(image, {"z": z}, name="encoder")
     mu = layers.Dense(config.z_dim, name="mu")(x)
-    logvar = layers.Dense(config.z_dim, name="logvar")(x)
+    logvar = layers.Dense(config.z_dim, name="logvar_raw")(x)
+    logvar = SoftUpperClip(config.logvar_max, name="logvar")(logvar)
     z = Sampling(
         seed=seed, epsilon_clip=config.epsilon_clip, epsilon_scale=config.epsilon_scale,
         name="sampling",
@@ -86,6 +87,6 @@ def build_decoder(config: ModelConfig) -> keras.Model:
         )(x)
         if i < last:
             x = _hidden_activation(x, config, f"decoder_{i}")
-    image = layers.Activation("sigmoid", name="image")(x)
+    image = layers.Activation("sigmoid", dtype="float32", name="image")(x)
     # === Functional Model ===
     return keras.Model(z, image, name="decoder")

@@ -6,18 +6,31 @@ import csv
 import io
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
+from zspace.errors import RunError
 from zspace.storage import atomic_save, atomic_write_text
 
-__all__ = ["HistoryCSV", "EpochCheckpoint", "read_history", "checkpoint_path", "list_checkpoints"]
+__all__ = [
+    "HistoryCSV",
+    "EpochCheckpoint",
+    "NonFiniteGuard",
+    "KLWarmup",
+    "ActiveUnitsMonitor",
+    "read_history",
+    "checkpoint_path",
+    "list_checkpoints",
+]
 
 METRICS = ("total_loss", "reco_loss", "kl_loss", "kl_divergence")
 COLUMNS = (
-    ("epoch",) + METRICS + tuple(f"val_{m}" for m in METRICS) + ("learning_rate", "seconds")
+    ("epoch",) + METRICS + tuple(f"val_{m}" for m in METRICS)
+    + ("learning_rate", "kl_scale", "active_units", "seconds")
 )
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
 
@@ -52,16 +65,19 @@ class HistoryCSV(keras.callbacks.Callback):
         rows: rows kept from earlier epochs of a resumed run.
     """
 
-    def __init__(self, path: str | Path, rows: list[dict[str, float]] | None = None):
+    def __init__(self, path: str | Path, rows: list[dict[str, float]] | None = None, guard=None):
         super().__init__()
         self.path = Path(path)
         self.rows = list(rows or [])
+        self.guard = guard
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.tripped:
+            return  # an epoch that hit a non-finite loss is not recorded
         logs = dict(logs or {})
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._start, 3)}
         for key in COLUMNS[1:-1]:
@@ -97,13 +113,97 @@ class EpochCheckpoint(keras.callbacks.Callback):
         keep: keep only the newest ``keep`` checkpoints; 0 keeps all.
     """
 
-    def __init__(self, folder: str | Path, keep: int = 0):
+    def __init__(self, folder: str | Path, keep: int = 0, guard=None):
         super().__init__()
         self.folder = Path(folder)
         self.keep = keep
+        self.guard = guard
 
     def on_epoch_end(self, epoch, logs=None):
-        atomic_save(checkpoint_path(self.folder, epoch + 1), lambda tmp: self.model.save(tmp))
+        if self.guard is not None and self.guard.tripped:
+            return
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            # A last line of defence: never commit non-finite weights as a checkpoint.
+            if self.guard is not None:
+                self.guard.trip(epoch, None, "non-finite weights at the end of the epoch")
+            self.model.stop_training = True
+            return
+        path = checkpoint_path(self.folder, epoch + 1)
+        try:
+            atomic_save(path, lambda tmp: self.model.save(tmp))
+        except OSError as exc:
+            previous = list_checkpoints(self.folder)
+            kept = f"the previous checkpoint {previous[-1][1].name} is intact" if previous else "no earlier checkpoint exists"
+            raise RunError(f"saving checkpoint {path} failed ({exc.strerror or exc}); {kept}.") from None
         if self.keep:
             for _, old in list_checkpoints(self.folder)[:-self.keep]:
                 old.unlink(missing_ok=True)
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is not finite and remembers where.
+
+    Attributes:
+        tripped: whether it fired; ``epoch`` and ``step`` are 1-based, ``loss`` the value seen.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.tripped = False
+        self.epoch = self.step = None
+        self.reason = ""
+        self._epoch = 0
+
+    def trip(self, epoch: int, step: int | None, reason: str) -> None:
+        self.tripped, self.epoch, self.step, self.reason = True, epoch + 1, step, reason
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and not self.tripped:
+            self.trip(self._epoch, batch + 1, f"loss={float(loss)}")
+            self.model.stop_training = True
+
+    @property
+    def where(self) -> str:
+        return f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "") + f" ({self.reason})"
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Sets the model's ``kl_scale`` from ``schedule(epoch)`` at the start of every epoch."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_scale.assign(float(self.schedule(epoch)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_scale"] = float(self.schedule(epoch))
+
+
+class ActiveUnitsMonitor(keras.callbacks.Callback):
+    """Logs the active units of a VAE (variance of mu over ``images`` > threshold) each epoch.
+
+    Warns on stderr when none is left: the posterior has collapsed onto the prior and the
+    decoder ignores z.
+    """
+
+    def __init__(self, images, threshold: float = 0.01):
+        super().__init__()
+        self.images = images
+        self.threshold = threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        mu = self.model.encode(self.images)["mu"]
+        active = int((mu.astype(np.float64).var(axis=0) > self.threshold).sum())
+        if logs is not None:
+            logs["active_units"] = active
+        if active == 0:
+            print(f"[zspace] warning: epoch {epoch + 1}: no active latent unit (variance of mu <= "
+                  f"{self.threshold} on every axis): posterior collapse; consider a lower kl_factor "
+                  f"or kl_warmup_epochs", file=sys.stderr, flush=True)

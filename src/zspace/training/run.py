@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from zspace.config import RunConfig, load_config
 from zspace.data import Dataset, check_input_shape, load_dataset, train_validation_split
-from zspace.errors import RunError
+from zspace.errors import RunError, TrainingDiverged
 from zspace.models import Autoencoder, build_model, load_model
 from zspace.models.saving import save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.training.batches import EpochBatches
 from zspace.training.callbacks import (
+    ActiveUnitsMonitor,
     EpochCheckpoint,
     HistoryCSV,
+    KLWarmup,
+    NonFiniteGuard,
     list_checkpoints,
     read_history,
 )
@@ -28,7 +33,9 @@ from zspace.training.callbacks import (
 __all__ = ["train", "run_data", "RunResult", "RunFiles", "load_run", "RESUMABLE_FIELDS"]
 
 # Fields a resumed run may change: they do not alter what has been trained so far.
-RESUMABLE_FIELDS = frozenset({"epochs", "run_dir", "keep_checkpoints", "verbose"})
+RESUMABLE_FIELDS = frozenset({
+    "epochs", "run_dir", "keep_checkpoints", "verbose", "on_nonfinite", "nonfinite_retries", "retry_lr_factor",
+})
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,10 @@ class RunFiles:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "run_state.json"
 
 
 @dataclass
@@ -111,9 +122,32 @@ def _check_writable(folder: Path) -> None:
         raise RunError(f"run_dir {folder} is not writable.")
 
 
+def _check_disk_space(folder: Path, model: Autoencoder, config: RunConfig) -> None:
+    """Refuses to start when a checkpoint, its temporary copy and the final model cannot fit."""
+    n_weights = sum(int(np.prod(v.shape)) for v in model.weights)
+    n_trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    checkpoint_bytes = 4 * (n_weights + 2 * n_trainable) + 2**16  # weights + Adam moments + archive
+    free = shutil.disk_usage(folder).free
+    if free < 3 * checkpoint_bytes:
+        raise RunError(
+            f"not enough free disk space in {folder}: a checkpoint needs about "
+            f"{checkpoint_bytes / 2**20:.1f} MiB and a save needs room for three; "
+            f"{free / 2**20:.1f} MiB free."
+        )
+    kept = config.train.keep_checkpoints or config.train.epochs
+    if free < (kept + 2) * checkpoint_bytes:
+        _say(config, f"warning: {kept} checkpoints of {checkpoint_bytes / 2**20:.1f} MiB will not all fit in "
+                     f"{free / 2**20:.1f} MiB free; set keep_checkpoints")
+
+
 def _restore_latest(model: Autoencoder, files: RunFiles, config: RunConfig) -> int:
-    """Loads the newest readable checkpoint into ``model``; returns its epoch (0 if none)."""
-    for epoch, path in reversed(list_checkpoints(files.checkpoints)):
+    """Loads the newest readable checkpoint into ``model``; returns its epoch (0 if there is none).
+
+    Raises:
+        RunError: checkpoints exist but none can be read (never a silent fresh start).
+    """
+    checkpoints = list_checkpoints(files.checkpoints)
+    for epoch, path in reversed(checkpoints):
         try:
             model.load_weights(path)
         except Exception as exc:  # truncated / corrupt file: fall back to the previous one
@@ -121,6 +155,11 @@ def _restore_latest(model: Autoencoder, files: RunFiles, config: RunConfig) -> i
                          f"falling back to the previous one")
             continue
         return epoch
+    if checkpoints:
+        raise RunError(
+            f"none of the {len(checkpoints)} checkpoints in {files.checkpoints} can be read; refusing to "
+            f"start over silently. Move that folder away to train from scratch."
+        )
     return 0
 
 
@@ -132,23 +171,67 @@ def run_data(config: RunConfig, dataset: Dataset | None = None):
     return data, train_validation_split(data, t.validation_split, t.subset, t.seed)
 
 
+def _read_state(files: RunFiles) -> dict[str, Any]:
+    """run_state.json: learning-rate scale and non-finite events that outlive one process."""
+    if files.state.is_file():
+        return json.loads(files.state.read_text(encoding="utf-8"))
+    return {"lr_scale": 1.0, "nonfinite_events": []}
+
+
+def _new_model(config: RunConfig) -> Autoencoder:
+    t = config.train
+    keras.utils.set_random_seed(t.seed)
+    model = build_model(config.model, seed=t.seed)
+    clip = {"clipnorm": t.gradient_clip_norm} if t.gradient_clip_norm else {}
+    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0), **clip))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _fit(model, config, files, x_train, x_val, start_epoch, history, lr_scale):
+    """One call of Keras' fit from ``start_epoch``; returns (guard, history rows)."""
+    t = config.train
+    guard = NonFiniteGuard()
+    writer = HistoryCSV(files.history, history, guard=guard)
+    callbacks = [
+        guard,
+        keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch) * lr_scale),
+        KLWarmup(t.kl_scale_at),
+    ]
+    if config.model.kind == "vae":
+        callbacks.append(ActiveUnitsMonitor(x_val[:2000]))
+    callbacks += [writer, EpochCheckpoint(files.checkpoints, keep=t.keep_checkpoints, guard=guard)]
+    batches = EpochBatches(x_train, x_train, t.batch_size, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs)
+    model.fit(
+        batches,
+        steps_per_epoch=batches.steps_per_epoch,
+        shuffle=False,  # EpochBatches shuffles; Keras would mix batches across epochs
+        validation_data=EpochBatches(x_val, x_val, t.batch_size),
+        epochs=t.epochs,
+        initial_epoch=start_epoch,
+        callbacks=callbacks,
+        verbose=t.verbose,
+    )
+    return guard, writer.rows
+
+
 def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     """Trains (or resumes) the run described by ``config``.
 
-    Running it again with the same config continues from the newest checkpoint; a
-    different config (other than ``epochs``, ``run_dir``, ``keep_checkpoints``,
-    ``verbose``) is refused with the list of changed fields.
+    Running it again with the same config continues from the newest readable checkpoint; a
+    different config (other than the fields in ``RESUMABLE_FIELDS``) is refused with the
+    list of changed fields. Nothing is written before the config and the data are checked.
 
     Args:
         config: the run config.
         dataset: data to use instead of loading ``config.train.dataset`` (tests, notebooks).
+
+    Raises:
+        TrainingDiverged: the loss became non-finite (and retries, if enabled, ran out).
+        RunError, DataError, ConfigError, FileNotFoundError: bad input, named in the message.
     """
     t = config.train
     files = RunFiles(Path(t.run_dir))
-    _check_writable(files.root)
-    for folder in (files.root, files.checkpoints):
-        remove_stale_temporaries(folder)
-
     if files.config.exists():
         saved = load_config(files.config)
         changes = _config_differences(saved, config)
@@ -161,51 +244,60 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
         raise RunError(f"{files.root} has checkpoints but no config.toml; refusing to guess.")
 
     data, (x_train, _, x_val, _) = run_data(config, dataset)
-
-    keras.utils.set_random_seed(t.seed)
-    model = build_model(config.model, seed=t.seed)
-    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0)))
-    model.optimizer.build(model.trainable_variables)
-    start_epoch = _restore_latest(model, files, config)
+    model = _new_model(config)
+    _check_writable(files.root)
+    _check_disk_space(files.root, model, config)
+    for folder in (files.root, files.checkpoints):
+        remove_stale_temporaries(folder)
+    state = _read_state(files)
+    start_epoch = first_epoch = _restore_latest(model, files, config)
     history = [row for row in read_history(files.history) if row["epoch"] <= start_epoch]
 
     atomic_write_text(files.config, config.to_toml())
     _say(config, f"dataset {data.name} ({data.source}): {len(x_train)} training, "
                  f"{len(x_val)} validation images of shape {data.image_shape}")
-    if start_epoch:
+    if start_epoch >= t.epochs:
+        _say(config, f"{files.root} is complete ({start_epoch} of {t.epochs} epochs)")
+    elif start_epoch:
         _say(config, f"resuming {files.root} after epoch {start_epoch}")
 
-    if start_epoch < t.epochs:
-        callbacks = [
-            keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch)),
-            HistoryCSV(files.history, history),
-            EpochCheckpoint(files.checkpoints, keep=t.keep_checkpoints),
-        ]
-        batches = EpochBatches(x_train, x_train, t.batch_size, seed=t.seed,
-                               start_epoch=start_epoch, end_epoch=t.epochs)
-        model.fit(
-            batches,
-            steps_per_epoch=batches.steps_per_epoch,
-            shuffle=False,  # EpochBatches shuffles; Keras would mix batches across epochs
-            validation_data=EpochBatches(x_val, x_val, t.batch_size),
-            epochs=t.epochs,
-            initial_epoch=start_epoch,
-            callbacks=callbacks,
-            verbose=t.verbose,
-        )
-        history = callbacks[1].rows
-    else:
-        _say(config, f"{files.root} is complete ({start_epoch} of {t.epochs} epochs)")
+    retries = 0
+    while start_epoch < t.epochs:
+        guard, rows = _fit(model, config, files, x_train, x_val, start_epoch, history, state["lr_scale"])
+        if not guard.tripped:
+            history = rows
+            break
+        last = list_checkpoints(files.checkpoints)
+        last_name = last[-1][1].name if last else "none (the run had not finished an epoch)"
+        message = f"non-finite loss at {guard.where}"
+        if t.on_nonfinite == "stop" or retries >= t.nonfinite_retries:
+            tried = f" after {retries} retries" if retries else ""
+            raise TrainingDiverged(
+                f"{message}{tried}; training stopped. No checkpoint was written for epoch {guard.epoch}; "
+                f"the last good checkpoint is {last_name}. Lower learning_rate, set gradient_clip_norm, or "
+                f'set on_nonfinite = "retry".'
+            )
+        retries += 1
+        state["lr_scale"] *= t.retry_lr_factor
+        state["nonfinite_events"].append({"epoch": guard.epoch, "step": guard.step, "reason": guard.reason,
+                                          "lr_scale_after": state["lr_scale"]})
+        atomic_write_text(files.state, json.dumps(state, indent=1))
+        model = _new_model(config)
+        start_epoch = _restore_latest(model, files, config)
+        history = [row for row in read_history(files.history) if row["epoch"] <= start_epoch]
+        _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), retry {retries} of "
+                     f"{t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}")
 
     save_model(model, files.model)
     save_model(model.encoder, files.encoder)
     save_model(model.decoder, files.decoder)
     dataset_info = {"name": data.name, "source": data.source,
                     "train_images": len(x_train), "validation_images": len(x_val)}
-    summary = {"epochs_done": len(history), "dataset": dataset_info,
-               "final": history[-1] if history else {}, "backend": keras.backend.backend()}
-    atomic_write_text(files.summary, json.dumps(summary, indent=2))
-    return RunResult(files, config, model, history, dataset_info, start_epoch)
+    final = {k: v for k, v in (history[-1] if history else {}).items() if np.isfinite(v)}
+    summary = {"epochs_done": len(history), "dataset": dataset_info, "lr_scale": state["lr_scale"],
+               "final": final, "backend": keras.backend.backend()}
+    atomic_write_text(files.summary, json.dumps(summary, indent=2, allow_nan=False))
+    return RunResult(files, config, model, history, dataset_info, first_epoch)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Autoencoder]:
