@@ -197,9 +197,10 @@ class ModelConfig:
         5.0,
     )
     logvar_max: float = _doc(
-        "Smooth upper bound on logvar (max - softplus(max - logvar)): exp(logvar) stays finite "
-        "even for a diverging encoder; below about max - 5 it changes nothing.",
-        20.0,
+        "Smooth upper bound on logvar (max - softplus(max - logvar)): exp(logvar) and z stay finite "
+        "even for a diverging encoder, in float16 too (|z| <= exp(max / 2) * epsilon_clip); below "
+        "about max - 5 it changes nothing.",
+        10.0,
     )
     epsilon_scale: float = _doc(
         "z = mu + exp(logvar / 2) * eps * epsilon_scale; 0 gives z = mu. Changeable on a "
@@ -239,7 +240,7 @@ class ModelConfig:
         )
         _require(self.epsilon_scale >= 0.0, "epsilon_scale", self.epsilon_scale, "non-negative")
         _require(0.0 < self.logvar_max <= 50.0, "logvar_max", self.logvar_max,
-                 "in (0, 50] (exp(50) is near float32's limit once summed)")
+                 "in (0, 50] (exp(50) is near float32's limit once summed over z_dim)")
         self._check_shapes()
 
     def _resolve_decoder(self) -> None:
