@@ -20,7 +20,7 @@ from zspace.errors import ZspaceError  # noqa: E402
 app = typer.Typer(
     name="zspace",
     help="Train convolutional AEs and VAEs on images and look inside their latent space.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -41,8 +41,11 @@ def _clear_errors():
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+def _main(ctx: typer.Context,
+          debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
     _state["debug"] = debug
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
 
 
 class Dist(str, Enum):
@@ -241,8 +244,23 @@ def demo(
         typer.echo(f"report: {report_path}")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs a command and returns its exit code.
+
+    Usage errors (unknown option, missing file, bad number) become one line on stderr and
+    exit code 2, like the errors the commands themselves raise.
+    """
+    from typer.exceptions import Abort, TyperException
+
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="zspace")
+    except TyperException as exc:  # usage errors: unknown option, missing file, bad number, ...
+        typer.echo(f"zspace: error: {exc.format_message()}", err=True)
+        return getattr(exc, "exit_code", 2) or 2
+    except (Abort, KeyboardInterrupt):
+        typer.echo("zspace: aborted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
