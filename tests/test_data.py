@@ -105,16 +105,16 @@ def test_split_is_seeded_disjoint_and_uses_test_split_when_present(tmp_path):
     n = 200
     ids = np.arange(n, dtype=np.float32)
     data = Dataset("ids", "test", np.broadcast_to(ids[:, None, None, None], (n, 2, 2, 1)).copy(), np.arange(n))
-    x, y, xv, yv = train_validation_split(data, 0.25, 0, seed=1)
+    x, y, xv, yv, *_ = train_validation_split(data, 0.25, 0, seed=1)
     assert len(xv) == 50 and len(x) == 150
     train_ids, val_ids = set(x[:, 0, 0, 0].tolist()), set(xv[:, 0, 0, 0].tolist())
     assert not train_ids & val_ids and len(train_ids | val_ids) == n
     np.testing.assert_array_equal(y, x[:, 0, 0, 0].astype(int))  # labels follow their images
     np.testing.assert_array_equal(train_validation_split(data, 0.25, 0, seed=1)[0], x)
     assert not np.array_equal(train_validation_split(data, 0.25, 0, seed=2)[0], x)
-    x, _, xv, _ = train_validation_split(data, 0.25, subset=30, seed=1)
+    x, _, xv, *_ = train_validation_split(data, 0.25, subset=30, seed=1)
     assert len(x) == 30 and len(xv) == 10
     fake_idx_folder(tmp_path)
     idx = load_dataset(f"idx:{tmp_path}")
-    x, _, xv, _ = train_validation_split(idx, 0.5, 0, seed=0)
+    x, _, xv, *_ = train_validation_split(idx, 0.5, 0, seed=0)
     assert len(x) == 12 and len(xv) == 4  # the official test split, not a fraction

@@ -172,7 +172,7 @@ def test_nonfinite_loss_stops_with_epoch_and_step_and_writes_no_checkpoint(tmp_p
     poisoned_row = 5
     target = x_train[poisoned_row]
     index_in_dataset = int(np.flatnonzero((clean.x_train == target).all(axis=(1, 2, 3)))[0])
-    batches = EpochBatches(x_train, x_train, 100, seed=0, start_epoch=0, end_epoch=1)
+    batches = EpochBatches(x_train, 100, seed=0, start_epoch=0, end_epoch=1)
     step = int(np.flatnonzero(batches.order(0) == poisoned_row)[0]) // 100 + 1
     with pytest.raises(TrainingDiverged, match=rf"non-finite loss at epoch 1, step {step} \(loss=nan\)") as info:
         train(config, dataset=digits_with_a_nan_image(index_in_dataset))

@@ -47,7 +47,7 @@ def test_keras_loss_equals_reported_total_loss(tmp_path):
     x = load_dataset("digits").x_train[:300]
     model = build_model(tiny_run_config(tmp_path).model, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    batches = EpochBatches(x, x, 128, seed=0, end_epoch=2)
+    batches = EpochBatches(x, 128, seed=0, end_epoch=2)
     history = model.fit(batches, steps_per_epoch=batches.steps_per_epoch, epochs=2, shuffle=False, verbose=0)
     for loss, total in zip(history.history["loss"], history.history["total_loss"]):
         assert loss == pytest.approx(total, rel=1e-5)

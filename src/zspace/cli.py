@@ -143,6 +143,8 @@ def generate(
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Decode random z-points (or reconstructions, or an interpolation) and save an image grid."""
+    import numpy as np
+
     from zspace import generation as g
     from zspace.analysis import encode_run_images
     from zspace.errors import ConfigError
@@ -156,15 +158,22 @@ def generate(
             raise ConfigError(f"--limit must be positive. Received: {limits}")
         config, model = load_run(run)
         if reconstruct or interpolate:
-            _, (_, _, x_val, _) = run_data(config)
+            from zspace.data.tasks import example_inputs
+
+            t = config.train
+            x_val = run_data(config)[1].x_val
             if interpolate:
                 bad = [i for i in interpolate if not 0 <= i < len(x_val)]
                 if bad:
                     raise ConfigError(f"--interpolate indices must be in [0, {len(x_val)}). Received: {bad}")
-                images = g.interpolate(model, x_val[interpolate[0]], x_val[interpolate[1]], steps=max(n, 2))
+                ends = np.asarray(x_val[list(interpolate)], dtype=np.float32)
+                ends = example_inputs(ends, t.task, t.noise_sigma, t.drop_fraction, seed) if t.task != "reconstruct" else ends
+                images = g.interpolate(model, ends[0], ends[1], steps=max(n, 2))
             else:
                 count = min(n, len(x_val))
-                images, cols = g.reconstruction_pairs(model, x_val[:count], cols=count), cols or count
+                targets = np.asarray(x_val[:count], dtype=np.float32)
+                inputs = example_inputs(targets, t.task, t.noise_sigma, t.drop_fraction, seed)
+                images, cols = g.reconstruction_pairs(model, targets, cols=count, inputs=inputs), cols or count
         elif dist == Dist.gmm:
             codes, _, _ = encode_run_images(config, model, "train")
             sampler = g.GaussianMixtureSampler(components, random_state=seed).fit(codes["z"])

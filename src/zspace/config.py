@@ -321,6 +321,13 @@ class TrainConfig:
         "Folder holding the dataset's files; empty = Keras cache, then download.", ""
     )
     subset: int = _doc("Use only this many training images (seeded choice); 0 = all.", 0)
+    task: Literal["reconstruct", "denoise", "recolor"] = _doc(
+        '"reconstruct"; "denoise" (input: image + noise + dropped pixels, target: clean image); '
+        '"recolor" (input: grayscale, target: colour; needs 3 channels).',
+        "reconstruct",
+    )
+    noise_sigma: float = _doc("denoise: std of the Gaussian noise added to the input (pixels in [0, 1]).", 0.1)
+    drop_fraction: float = _doc("denoise: fraction of input pixels set to 0.", 0.1)
     validation_split: float = _doc(
         "Fraction held out for validation when the dataset has no test split.", 0.1
     )
@@ -351,6 +358,8 @@ class TrainConfig:
         _validate_types(self)
         _require(bool(self.dataset.strip()), "dataset", self.dataset, "a dataset name")
         _require(self.subset >= 0, "subset", self.subset, "a non-negative integer (0 = all)")
+        _require(self.noise_sigma >= 0, "noise_sigma", self.noise_sigma, ">= 0")
+        _require(0 <= self.drop_fraction < 1, "drop_fraction", self.drop_fraction, "in [0, 1)")
         _require(
             0.0 < self.validation_split < 1.0, "validation_split", self.validation_split,
             "in (0, 1)",
@@ -505,6 +514,11 @@ class RunConfig:
             raise ConfigError(f"`model` must be a ModelConfig. Received: {type(self.model).__name__}")
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"`train` must be a TrainConfig. Received: {type(self.train).__name__}")
+        if self.train.task == "recolor" and self.model.input_shape[2] != 3:
+            raise ConfigError(
+                f"`task` = \"recolor\" needs colour images: input_shape with 3 channels. "
+                f"Received: input_shape={self.model.input_shape}"
+            )
         if self.train.kl_warmup_epochs and self.model.kl_method == "outputs":
             raise ConfigError(
                 '`kl_warmup_epochs` needs kl_method "layer", "add_loss" or "train_step": with "outputs" '

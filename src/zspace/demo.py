@@ -59,7 +59,7 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
         run_config = config.with_overrides({"kind": kind, "run_dir": str(Path(out_dir) / kind)})
         print(f"[zspace demo] training the {kind.upper()} into {run_config.train.run_dir}", flush=True)
         result = train(run_config, dataset=data)
-        _, (_, _, x_val, _) = run_data(run_config, data)
+        x_val = run_data(run_config, data)[1].x_val
         z = encode_images(result.model, x_val)["z"]
         last = result.history[-1]
         rows.append(DemoRow(

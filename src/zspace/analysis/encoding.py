@@ -11,9 +11,22 @@ from zspace.storage import atomic_path
 __all__ = ["encode_images", "encode_run_images", "save_encoding"]
 
 
-def encode_images(model, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Batched encoding: {"z"} (+ "mu", "logvar" for a VAE), each float32 (N, z_dim)."""
-    return {k: np.asarray(v, dtype=np.float32) for k, v in model.encode(images, batch_size).items()}
+def encode_images(model, images, batch_size: int = 256, task: str = "reconstruct",
+                  chunk: int = 8192) -> dict[str, np.ndarray]:
+    """Batched encoding: {"z"} (+ "mu", "logvar" for a VAE), each float32 (N, z_dim).
+
+    Args:
+        images: (N, H, W, C) float32 array or :class:`zspace.data.ShardedImages`; read and
+            converted ``chunk`` images at a time, so a cache is never loaded whole.
+        task: the run's task; a recolor model is given grey inputs.
+    """
+    from zspace.data.tasks import inference_inputs
+
+    parts = []
+    for start in range(0, len(images), chunk):
+        x = inference_inputs(np.asarray(images[start:start + chunk], dtype=np.float32), task)
+        parts.append(model.encode(x, batch_size))
+    return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in parts[0]}
 
 
 def save_encoding(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -43,10 +56,12 @@ def encode_run_images(run_config, model, split: str = "all", dataset=None, batch
 
     if split not in ("train", "validation", "all"):
         raise ValueError(f'`split` must be "train", "validation" or "all". Received: split={split!r}')
-    _, (x_train, y_train, x_val, y_val) = run_data(run_config, dataset)
-    parts = {"train": [(x_train, y_train, 0)], "validation": [(x_val, y_val, 1)]}
+    data = run_data(run_config, dataset)[1]
+    parts = {"train": [(data.x_train, data.y_train, 0)], "validation": [(data.x_val, data.y_val, 1)]}
     chosen = parts["train"] + parts["validation"] if split == "all" else parts[split]
-    codes = encode_images(model, np.concatenate([p[0] for p in chosen]), batch_size)
+    task = run_config.train.task
+    encoded = [encode_images(model, p[0], batch_size, task) for p in chosen]
+    codes = {k: np.concatenate([e[k] for e in encoded]) for k in encoded[0]}
     labels = np.concatenate([p[1] for p in chosen]) if all(p[1] is not None for p in chosen) else None
     split_ids = np.concatenate([np.full(len(p[0]), p[2], np.int8) for p in chosen])
     return codes, labels, split_ids

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from zspace.data.cache import SPLITS, ShardedImages, read_cache
 from zspace.data.idx import read_idx
 from zspace.errors import DataError
 
@@ -18,6 +20,7 @@ __all__ = [
     "keras_cache_dir",
     "check_input_shape",
     "train_validation_split",
+    "SplitData",
 ]
 
 # File names Keras caches under ~/.keras/datasets/<name>/ (and the original distribution's).
@@ -38,17 +41,23 @@ class Dataset:
     Attributes:
         name: dataset name ("digits", "fashion_mnist", ...).
         source: where it was read from (a path, or "scikit-learn").
-        x_train: float32 (N, H, W, C) in [0, 1].
+        x_train: float32 (N, H, W, C) in [0, 1]: an array, or :class:`ShardedImages` streamed
+            from a prepared cache.
         y_train: int64 (N,) labels, or None.
-        x_test, y_test: the official test split, or None when the dataset has none.
+        x_test, y_test: the official test (validation) split, or None when the dataset has none.
+        attribute_names: names of binary attributes (CelebA's 40), or ().
+        a_train, a_test: int8 (N, A) attributes (+1 / -1, 0 unknown), or None.
     """
 
     name: str
     source: str
-    x_train: np.ndarray
+    x_train: np.ndarray | ShardedImages
     y_train: np.ndarray | None
-    x_test: np.ndarray | None = None
+    x_test: np.ndarray | ShardedImages | None = None
     y_test: np.ndarray | None = None
+    attribute_names: tuple[str, ...] = ()
+    a_train: np.ndarray | None = None
+    a_test: np.ndarray | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -145,12 +154,66 @@ def _download(name: str) -> None:
     loader.load_data()
 
 
+def _load_cache(folder: Path) -> Dataset:
+    cache = read_cache(folder)
+    train, valid = cache.split == SPLITS.index("train"), cache.split == SPLITS.index("valid")
+    if not train.any() or not valid.any():
+        raise DataError(f"{folder}: the cache needs images in both the train and the valid split "
+                        f"(it has {int(train.sum())} and {int(valid.sum())}).")
+    has_labels = bool((cache.labels >= 0).any())
+    has_attributes = cache.attributes.shape[1] > 0
+    return Dataset(
+        name=folder.name, source=str(folder),
+        x_train=cache.images.select(np.flatnonzero(train)), y_train=cache.labels[train] if has_labels else None,
+        x_test=cache.images.select(np.flatnonzero(valid)), y_test=cache.labels[valid] if has_labels else None,
+        attribute_names=tuple(cache.attribute_names),
+        a_train=cache.attributes[train] if has_attributes else None,
+        a_test=cache.attributes[valid] if has_attributes else None,
+    )
+
+
+def _read_cifar_bin(folder: Path) -> Dataset:
+    """CIFAR-10 binary version (cifar-10-batches-bin): records of 1 label byte + 3072 pixel bytes."""
+    def read(names):
+        raw = []
+        for name in names:
+            path = folder / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{folder}: missing CIFAR-10 file {name}")
+            data = np.fromfile(path, dtype=np.uint8)
+            if data.size % 3073:
+                raise DataError(f"{path}: size {data.size} is not a multiple of 3073-byte records.")
+            raw.append(data.reshape(-1, 3073))
+        records = np.concatenate(raw)
+        images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return images.astype(np.float32) / 255.0, records[:, 0].astype(np.int64)
+
+    x_train, y_train = read([f"data_batch_{i}.bin" for i in range(1, 6)])
+    x_test, y_test = read(["test_batch.bin"])
+    return Dataset("cifar10", str(folder), x_train, y_train, x_test, y_test)
+
+
+def _find_cifar(data_dir: str | Path) -> Path:
+    candidates = ([Path(data_dir), Path(data_dir) / "cifar-10-batches-bin"] if data_dir else []) + [
+        keras_cache_dir() / "cifar-10-batches-bin"]
+    for folder in candidates:
+        if (folder / "data_batch_1.bin").is_file():
+            return folder
+    raise DataError(
+        "CIFAR-10 not found: zspace reads the binary version (cifar-10-batches-bin, from "
+        "cifar-10-binary.tar.gz), not the Python version, whose files are pickles. Looked in "
+        f"{', '.join(str(c) for c in candidates)}; pass data_dir = the extracted folder."
+    )
+
+
 def load_dataset(name: str, data_dir: str | Path = "") -> Dataset:
     """Loads a dataset by name.
 
     Args:
         name: "digits" (scikit-learn's 8x8 digits, no download), "mnist", "fashion_mnist",
-            or "idx:FOLDER" (the four standard IDX files in FOLDER).
+            "cifar10" (binary version, from data_dir or the Keras cache), "idx:FOLDER" (the
+            four standard IDX files in FOLDER), or "cache:FOLDER" (a cache written by
+            ``zspace prepare``, streamed from disk; its valid split is the validation set).
         data_dir: folder to look in first for mnist / fashion_mnist.
 
     Raises:
@@ -163,9 +226,14 @@ def load_dataset(name: str, data_dir: str | Path = "") -> Dataset:
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {folder}")
         return _load_idx_folder(folder.name, folder)
+    if name.startswith("cache:"):
+        return _load_cache(Path(name[6:]))
+    if name == "cifar10":
+        return _read_cifar_bin(_find_cifar(data_dir))
     if name not in _KERAS_CACHE_NAMES:
         raise DataError(
-            f"unknown dataset {name!r}; expected 'digits', 'mnist', 'fashion_mnist' or 'idx:FOLDER'."
+            f"unknown dataset {name!r}; expected 'digits', 'mnist', 'fashion_mnist', 'cifar10', "
+            f"'idx:FOLDER' or 'cache:FOLDER'."
         )
     if data_dir and not Path(data_dir).exists():
         raise FileNotFoundError(f"data_dir not found: {data_dir}")
@@ -200,31 +268,48 @@ def check_input_shape(dataset: Dataset, input_shape: tuple[int, ...]) -> None:
         )
 
 
-def train_validation_split(
-    dataset: Dataset, validation_split: float, subset: int, seed: int
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """Training and validation arrays: (x_train, y_train, x_val, y_val).
+class SplitData(NamedTuple):
+    """Training and validation images with their labels and attributes (None where absent)."""
+
+    x_train: np.ndarray | ShardedImages
+    y_train: np.ndarray | None
+    x_val: np.ndarray | ShardedImages
+    y_val: np.ndarray | None
+    a_train: np.ndarray | None = None
+    a_val: np.ndarray | None = None
+
+
+def _take(x, idx):
+    """Rows ``idx`` of an array, or a view of them for images streamed from a cache."""
+    if x is None:
+        return None
+    return x.select(idx) if isinstance(x, ShardedImages) else x[idx]
+
+
+def train_validation_split(dataset: Dataset, validation_split: float, subset: int, seed: int) -> SplitData:
+    """Training and validation data.
 
     The official test split is the validation set when the dataset has one; otherwise a
     seeded ``validation_split`` fraction is held out. ``subset`` > 0 keeps a seeded random
     choice of that many training images (and proportionally many validation images).
+    Images streamed from a cache stay on disk (views, not copies).
     """
     rng = np.random.default_rng(seed)
-    x, y = dataset.x_train, dataset.y_train
+    x, y, a = dataset.x_train, dataset.y_train, dataset.a_train
     if dataset.x_test is not None:
-        x_val, y_val = dataset.x_test, dataset.y_test
+        x_val, y_val, a_val = dataset.x_test, dataset.y_test, dataset.a_test
     else:
         order = rng.permutation(len(x))
         n_val = max(1, int(round(validation_split * len(x))))
         if len(x) - n_val < 1:
             raise DataError(f"dataset {dataset.name!r} has too few images ({len(x)}) to split.")
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        x_val, y_val = x[val_idx], None if y is None else y[val_idx]
-        x, y = x[train_idx], None if y is None else y[train_idx]
+        x_val, y_val, a_val = _take(x, val_idx), _take(y, val_idx), _take(a, val_idx)
+        x, y, a = _take(x, train_idx), _take(y, train_idx), _take(a, train_idx)
     if subset and subset < len(x):
         n_val = max(1, min(len(x_val), int(round(subset * len(x_val) / len(x)))))
         train_idx = np.sort(rng.choice(len(x), subset, replace=False))
         val_idx = np.sort(rng.choice(len(x_val), n_val, replace=False))
-        x, y = x[train_idx], None if y is None else y[train_idx]
-        x_val, y_val = x_val[val_idx], None if y_val is None else y_val[val_idx]
-    return x, y, x_val, y_val
+        x, y, a = _take(x, train_idx), _take(y, train_idx), _take(a, train_idx)
+        x_val, y_val, a_val = _take(x_val, val_idx), _take(y_val, val_idx), _take(a_val, val_idx)
+    return SplitData(x, y, x_val, y_val, a, a_val)

@@ -40,13 +40,14 @@ class GalleryConfig:
 
 
 def write_gallery(model, images: np.ndarray, z_train: np.ndarray, out_dir: str | Path,
-                  config: GalleryConfig = GalleryConfig()) -> dict[str, Path]:
+                  config: GalleryConfig = GalleryConfig(), inputs: np.ndarray | None = None) -> dict[str, Path]:
     """Writes the grids of one model into ``out_dir``; returns {name: png path}.
 
     Args:
         model: a trained :class:`zspace.models.Autoencoder`.
         images: (N, H, W, C) held-out images for reconstructions and interpolation (N >= 2).
         z_train: (M, z_dim) training z-points for the Gaussian mixture sampler.
+        inputs: the model inputs for ``images`` when they differ (denoise / recolor tasks).
     """
     out_dir = Path(out_dir)
     c = config
@@ -59,8 +60,9 @@ def write_gallery(model, images: np.ndarray, z_train: np.ndarray, out_dir: str |
         "normal": (generate_images(model, 3 * c.n, "normal", seed=c.seed), c.n),
         "uniform_sweep": (uniform_sweep(model, c.limits, c.n, seed=c.seed), c.n),
         "gmm": (model.decode(gmm.sample(3 * c.n)), c.n),
-        "reconstructions": (reconstruction_pairs(model, images[:n_pairs], cols=n_pairs), n_pairs),
-        "interpolation": (interpolate(model, images[0], images[1], steps=c.n), c.n),
+        "reconstructions": (reconstruction_pairs(
+            model, images[:n_pairs], cols=n_pairs, inputs=None if inputs is None else inputs[:n_pairs]), n_pairs),
+        "interpolation": (interpolate(model, *(images if inputs is None else inputs)[:2], steps=c.n), c.n),
     }
     paths = {}
     for name, (grid_images, cols) in grids.items():

@@ -34,20 +34,23 @@ def uniform_sweep(model, limits, n: int, seed: int | None = 0) -> np.ndarray:
     return model.decode(z)
 
 
-def reconstruction_pairs(model, images: np.ndarray, cols: int = 10) -> np.ndarray:
+def reconstruction_pairs(model, images: np.ndarray, cols: int = 10, inputs: np.ndarray | None = None) -> np.ndarray:
     """Originals and their reconstructions in alternating rows of ``cols`` (for a grid).
 
     Args:
-        images: (N, H, W, C), N a multiple of ``cols``.
+        images: (N, H, W, C) targets, N a multiple of ``cols``.
+        inputs: what the model gets instead (noisy or grey images for denoise / recolor);
+            then each group is three rows: inputs, outputs, targets.
 
     Returns:
-        (2N, H, W, C): row of originals, row of their reconstructions, ...
+        (2N or 3N, H, W, C): rows of originals (or inputs), outputs (, targets), ...
     """
     if len(images) % cols:
         raise ValueError(f"number of images ({len(images)}) must be a multiple of cols={cols}")
-    decoded = model.reconstruct(images)
     shape = images.shape[1:]
-    rows = np.stack([images.reshape(-1, cols, *shape), decoded.reshape(-1, cols, *shape)], axis=1)
+    decoded = model.reconstruct(images if inputs is None else inputs)
+    groups = [images, decoded] if inputs is None else [inputs, decoded, images]
+    rows = np.stack([g.reshape(-1, cols, *shape) for g in groups], axis=1)
     return rows.reshape(-1, *shape)
 
 

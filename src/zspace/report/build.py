@@ -60,9 +60,13 @@ def collect_run(run_dir: str | Path, analysis_config: AnalysisConfig | None = No
         analysis = load_analysis(root)
     except FileNotFoundError:
         analysis = analyze_run(root, analysis_config or AnalysisConfig())
-    _, (_, _, x_val, _) = run_data(config)
+    from zspace.data.tasks import example_inputs
+
+    t = config.train
+    x_val = np.asarray(run_data(config)[1].x_val[: gallery_config.n], dtype=np.float32)
+    inputs = example_inputs(x_val, t.task, t.noise_sigma, t.drop_fraction, seed=gallery_config.seed)
     z_train = analysis.arrays["z"][analysis.arrays["split"] == 0]
-    gallery = write_gallery(model, x_val[: gallery_config.n], z_train, root / "gallery", gallery_config)
+    gallery = write_gallery(model, x_val, z_train, root / "gallery", gallery_config, inputs)
     return RunReport(root.name, root, config, read_history(root / "history.csv"), analysis, gallery)
 
 

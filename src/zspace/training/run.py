@@ -14,7 +14,14 @@ import keras
 import numpy as np
 
 from zspace.config import RunConfig, load_config
-from zspace.data import Dataset, check_input_shape, load_dataset, train_validation_split
+from zspace.data import (
+    Dataset,
+    check_input_shape,
+    inference_inputs,
+    load_dataset,
+    task_transform,
+    train_validation_split,
+)
 from zspace.errors import RunError, TrainingDiverged
 from zspace.models import Autoencoder, build_model, load_model
 from zspace.models.saving import save_model
@@ -199,14 +206,18 @@ def _fit(model, config, files, x_train, x_val, start_epoch, history, lr_scale):
         KLWarmup(t.kl_scale_at),
     ]
     if config.model.kind == "vae":
-        callbacks.append(ActiveUnitsMonitor(x_val[:2000]))
+        monitor_images = inference_inputs(x_val[: min(2000, len(x_val))], t.task)
+        callbacks.append(ActiveUnitsMonitor(monitor_images))
     callbacks += [writer, EpochCheckpoint(files.checkpoints, keep=t.keep_checkpoints, guard=guard)]
-    batches = EpochBatches(x_train, x_train, t.batch_size, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs)
+    transform = task_transform(t.task, t.noise_sigma, t.drop_fraction)
+    batches = EpochBatches(x_train, t.batch_size, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs,
+                           transform=transform, noise_seed=t.seed)
     model.fit(
         batches,
         steps_per_epoch=batches.steps_per_epoch,
         shuffle=False,  # EpochBatches shuffles; Keras would mix batches across epochs
-        validation_data=EpochBatches(x_val, x_val, t.batch_size),
+        # validation noise is the same every epoch (its own seed stream, epoch 0)
+        validation_data=EpochBatches(x_val, t.batch_size, transform=transform, noise_seed=t.seed + 1),
         epochs=t.epochs,
         initial_epoch=start_epoch,
         callbacks=callbacks,
@@ -243,7 +254,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     elif list_checkpoints(files.checkpoints):
         raise RunError(f"{files.root} has checkpoints but no config.toml; refusing to guess.")
 
-    data, (x_train, _, x_val, _) = run_data(config, dataset)
+    data, split = run_data(config, dataset)
+    x_train, x_val = split.x_train, split.x_val
     model = _new_model(config)
     _check_writable(files.root)
     _check_disk_space(files.root, model, config)
