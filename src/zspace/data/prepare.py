@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable
@@ -230,11 +231,22 @@ def _prepare(source: _Source, out: Path, config: PrepareConfig, src: Path) -> Pr
             files_exist = all((out / f"{entry['name']}{s}").is_file() for s in (".images.npy", ".meta.npz"))
             if files_exist:
                 done[entry["plan"]] = entry
-    bad: list[tuple[str, str]] = []
-    written = reused = 0
     seen = sum(done[p]["count"] + len(done[p]["bad"]) for p in plans if p in done)
     workers = config.workers or os.cpu_count() or 1
-    with _progress(n, seen, f"prepare {source.kind}") as bar, ProcessPoolExecutor(workers) as pool:
+    # "spawn": forking a process that already runs TensorFlow's threads can deadlock.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    run = (lambda jobs: pool.map(_load_star, jobs, chunksize=32)) if pool else (lambda jobs: map(_load_star, jobs))
+    try:
+        return _write_shards(source, out, config, src, chunks, plans, manifest, done, seen, run)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _write_shards(source, out, config, src, chunks, plans, manifest, done, seen, run) -> PrepareResult:
+    bad: list[tuple[str, str]] = []
+    written = reused = 0
+    with _progress(len(source.paths), seen, f"prepare {source.kind}") as bar:
         for index, (chunk, plan) in enumerate(zip(chunks, plans)):
             name = f"shard-{index:05d}"
             if plan in done and done[plan]["name"] == name:
@@ -244,7 +256,7 @@ def _prepare(source: _Source, out: Path, config: PrepareConfig, src: Path) -> Pr
                 continue
             jobs = [(str(source.paths[i]), config.size, config.crop, config.max_pixels) for i in chunk]
             good, shard_bad, arrays = [], [], []
-            for i, (array, reason) in zip(chunk, pool.map(_load_star, jobs, chunksize=64)):
+            for i, (array, reason) in zip(chunk, run(jobs)):
                 if array is None:
                     shard_bad.append((str(source.paths[i]), reason))
                     bar.write(f"[zspace prepare] skipped {source.paths[i]}: {reason}")
@@ -257,7 +269,7 @@ def _prepare(source: _Source, out: Path, config: PrepareConfig, src: Path) -> Pr
             _write_shard(out, name, images, {
                 "files": np.asarray([source.names[i] for i in good], dtype=str),
                 "split": source.split[idx], "labels": source.labels[idx],
-                "attributes": source.attributes[idx].reshape(len(idx), -1),
+                "attributes": source.attributes[idx].reshape(len(idx), source.attributes.shape[1]),
             })
             split_counts = np.bincount(source.split[idx], minlength=len(SPLITS)).tolist()
             manifest["shards"].append({"name": name, "plan": plan, "count": len(good), "split_counts": split_counts,

@@ -1,0 +1,266 @@
+"""Preparing a CelebA-like folder (made here) into a cache, streaming training from it, tasks."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zspace.cli import main
+from zspace.data import load_dataset, read_cache
+from zspace.data.prepare import PrepareConfig, prepare_celeba, prepare_images
+from zspace.data.tasks import corrupt, task_transform, to_grayscale
+from zspace.errors import DataError
+from zspace.training import EpochBatches
+
+N_GOOD = 30
+ATTRIBUTES = ["Smiling", "Male", "Young"]
+
+
+def make_celeba(root, n_good=N_GOOD):
+    """A CelebA-like folder: 178x218 JPEGs, annotation files, and one bad file of every kind."""
+    images = root / "img_align_celeba"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"{i:06d}.jpg" for i in range(1, n_good + 1)]
+    for i, name in enumerate(names):
+        # smooth random pictures (JPEG-friendly), each different
+        base = rng.integers(0, 256, (14, 11, 3)).astype(np.uint8)
+        Image.fromarray(base).resize((178, 218), Image.Resampling.BILINEAR).save(images / name, quality=95)
+    good_bytes = (images / names[0]).read_bytes()
+    bad = {
+        "900001.jpg": good_bytes[: len(good_bytes) // 2],            # truncated
+        "900002.jpg": b"",                                            # zero bytes
+        "900003.jpg": b"this is not an image at all\n" * 10,          # not an image
+        # a valid header followed by garbage where the compressed data should be
+        "900004.jpg": good_bytes[:1000] + bytes(rng.integers(0, 256, 3000, dtype=np.uint8)) + good_bytes[4000:],
+    }
+    for name, data in bad.items():
+        (images / name).write_bytes(data)
+    Image.new("L", (3000, 3000)).save(images / "900005.png")        # too many pixels for the test's limit
+    all_names = names + sorted(bad) + ["900005.png"]
+    attrs = {n: rng.choice([-1, 1], len(ATTRIBUTES)) for n in all_names}
+    with open(root / "list_attr_celeba.txt", "w") as f:
+        f.write(f"{len(all_names)}\n{' '.join(ATTRIBUTES)}\n")
+        for n in all_names:
+            f.write(f"{n} {' '.join(f'{v:2d}' for v in attrs[n])}\n")
+    split = {n: (0 if i < 20 else 1 if i < 25 else 2) for i, n in enumerate(all_names)}
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {split[n]}\n" for n in all_names))
+    return names, attrs, split
+
+
+CONFIG = PrepareConfig(size=32, shard_size=8, workers=1, max_bad_fraction=0.5, max_pixels=5_000_000)
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory):
+    root = tmp_path_factory.mktemp("celeba")
+    names, attrs, split = make_celeba(root)
+    result = prepare_celeba(root, root / "cache", CONFIG)
+    return root, names, attrs, split, result
+
+
+def test_cache_shape_values_split_and_attributes(celeba):
+    root, names, attrs, split, result = celeba
+    assert result.n_images == N_GOOD
+    cache = read_cache(root / "cache")
+    assert cache.images.shape == (N_GOOD, 32, 32, 3)
+    assert cache.files.tolist() == names
+    assert cache.split.tolist() == [split[n] for n in names]
+    assert cache.attribute_names == ATTRIBUTES
+    np.testing.assert_array_equal(cache.attributes, np.stack([attrs[n] for n in names]))
+    # values: the centre square (0, 20, 178, 198) resized with area averaging, as PIL does it
+    with Image.open(root / "img_align_celeba" / names[7]) as img:
+        expected = np.asarray(img.convert("RGB").crop((0, 20, 178, 198)).resize((32, 32), Image.Resampling.BOX))
+    np.testing.assert_array_equal(cache.images.uint8([7])[0], expected)
+    np.testing.assert_allclose(cache.images[7], expected / 255.0, atol=1e-7)
+    assert cache.manifest["split_counts"] == {"train": 20, "valid": 5, "test": 5}
+
+
+def test_bad_files_are_reported_by_path_and_reason(celeba):
+    root, *_ , result = celeba
+    reasons = {os.path.basename(p): r for p, r in result.bad}
+    assert set(reasons) == {"900001.jpg", "900002.jpg", "900003.jpg", "900004.jpg", "900005.png"}
+    assert "truncated" in reasons["900001.jpg"]
+    assert reasons["900002.jpg"] == "empty file (0 bytes)"
+    assert "not an image" in reasons["900003.jpg"]
+    assert "corrupt" in reasons["900004.jpg"]
+    assert "decompression bomb" in reasons["900005.png"]
+    report = (root / "cache" / "bad_files.tsv").read_text().splitlines()
+    assert report[0] == "path\treason" and len(report) == 6
+    assert all(str(root) in line for line in report[1:])
+
+
+def test_the_users_files_are_untouched(tmp_path):
+    make_celeba(tmp_path, n_good=6)
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
+    prepare_celeba(tmp_path, tmp_path / "cache", PrepareConfig(size=16, workers=1, max_bad_fraction=1.0))
+    after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if "cache" not in p.parts}
+    assert after == before
+
+
+def test_too_many_bad_files_stop_with_a_clear_message(tmp_path):
+    make_celeba(tmp_path, n_good=6)
+    config = PrepareConfig(size=16, shard_size=4, workers=1, max_bad_fraction=0.2)
+    with pytest.raises(DataError, match=r"bad .*> max_bad_fraction=0.2\); stopped. The list is in .*bad_files.tsv"):
+        prepare_celeba(tmp_path, tmp_path / "cache", config)
+    with pytest.raises(DataError, match="preparation has not finished"):
+        read_cache(tmp_path / "cache")
+
+
+def test_interrupted_preparation_resumes_with_the_finished_shards(tmp_path, monkeypatch):
+    import zspace.data.prepare as prepare
+
+    make_celeba(tmp_path)
+    real_write = prepare._write_shard
+    calls = []
+
+    def crash_on_third(folder, name, images, meta):
+        calls.append(name)
+        if len(calls) == 3:
+            # killed after the images file, before the metadata and the manifest entry
+            with prepare.atomic_path(folder / f"{name}.images.npy") as tmp:
+                np.save(tmp, images)
+            raise KeyboardInterrupt
+        real_write(folder, name, images, meta)
+
+    monkeypatch.setattr(prepare, "_write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_celeba(tmp_path, tmp_path / "cache", CONFIG)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["shards"]] == ["shard-00000", "shard-00001"] and not manifest["complete"]
+    monkeypatch.setattr(prepare, "_write_shard", real_write)
+    result = prepare_celeba(tmp_path, tmp_path / "cache", CONFIG)
+    assert (result.reused_shards, result.written_shards) == (2, 3)
+    fresh = prepare_celeba(tmp_path, tmp_path / "fresh", CONFIG)
+    np.testing.assert_array_equal(read_cache(tmp_path / "cache").images[:], read_cache(tmp_path / "fresh").images[:])
+    assert fresh.n_images == result.n_images == N_GOOD
+    # a third run has nothing left to do
+    assert prepare_celeba(tmp_path, tmp_path / "cache", CONFIG).written_shards == 0
+
+
+def test_a_shard_without_manifest_entry_is_redone(tmp_path):
+    make_celeba(tmp_path, n_good=6)
+    config = PrepareConfig(size=16, shard_size=4, workers=1, max_bad_fraction=1.0, max_pixels=5_000_000)
+    prepare_celeba(tmp_path, tmp_path / "cache", config)
+    manifest_path = tmp_path / "cache" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shards"] = manifest["shards"][:1]
+    manifest["complete"] = False
+    manifest_path.write_text(json.dumps(manifest))
+    np.save(tmp_path / "cache" / "shard-00001.images.npy", np.zeros((1, 16, 16, 3), np.uint8))  # stale
+    result = prepare_celeba(tmp_path, tmp_path / "cache", config)
+    assert result.reused_shards == 1 and result.written_shards == 2
+    assert read_cache(tmp_path / "cache").images.shape[0] == 6
+
+
+def test_seeded_split_without_partition_file(tmp_path):
+    make_celeba(tmp_path, n_good=40)
+    (tmp_path / "list_eval_partition.txt").unlink()
+    (tmp_path / "list_attr_celeba.txt").unlink()
+    a = prepare_celeba(tmp_path, tmp_path / "a", PrepareConfig(size=8, workers=1, max_bad_fraction=1.0))
+    b = prepare_celeba(tmp_path, tmp_path / "b", PrepareConfig(size=8, workers=1, max_bad_fraction=1.0))
+    split_a, split_b = read_cache(a.folder).split, read_cache(b.folder).split
+    np.testing.assert_array_equal(split_a, split_b)
+    assert set(split_a.tolist()) >= {0, 1} and read_cache(a.folder).attribute_names == []
+
+
+def test_image_folder_labels_from_subfolders(tmp_path):
+    for label in ("cats", "dogs"):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(tmp_path / "src" / label / f"{i}.png")
+    result = prepare_images(tmp_path / "src", tmp_path / "cache", PrepareConfig(size=8, workers=1))
+    cache = read_cache(result.folder)
+    assert cache.label_names == ["cats", "dogs"]
+    assert cache.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert cache.files.tolist()[0] == "cats/0.png"
+
+
+def test_prepare_with_worker_processes(tmp_path):
+    make_celeba(tmp_path, n_good=6)
+    config = PrepareConfig(size=16, workers=2, max_bad_fraction=1.0, max_pixels=5_000_000)
+    result = prepare_celeba(tmp_path, tmp_path / "cache", config)
+    assert result.n_images == 6 and len(result.bad) == 5
+
+
+def test_cli_prepare_and_streaming_training(celeba, tmp_path, capsys):
+    root, *_ = celeba
+    out = tmp_path / "cache"
+    code = main(["prepare", "celeba", "--src", str(root), "--out", str(out), "--size", "32", "--shard-size", "8",
+                 "--workers", "1", "--max-bad-fraction", "0.5", "--max-pixels", "5000000"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "wrote 30 images" in captured.out and "5 bad files skipped" in captured.out
+    assert "900003.jpg: not an image" in captured.out + captured.err  # said on screen too
+    data = load_dataset(f"cache:{out}")
+    assert len(data.x_train) == 20 and len(data.x_test) == 5 and data.attribute_names == tuple(ATTRIBUTES)
+    from conftest import tiny_run_config
+
+    config = tiny_run_config(tmp_path / "run", epochs=2, batch_size=8, dataset=f"cache:{out}").with_overrides({
+        "input_shape": [32, 32, 3], "encoder_filters": [8, 16], "encoder_kernels": [3, 3],
+        "encoder_strides": [2, 2], "encoder_padding": ["same", "same"]})
+    from zspace.training import train
+
+    history = train(config).history
+    assert [r["epoch"] for r in history] == [1, 2] and np.isfinite(history[-1]["val_total_loss"])
+
+
+def test_cli_prepare_errors(tmp_path, capsys):
+    assert main(["prepare", "celeba", "--src", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", "images", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]) == 2
+    assert "no .jpg/.jpeg/.png files found" in capsys.readouterr().err
+    assert main(["prepare", "images", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "c"),
+                 "--crop", "1,2,3"]) == 2
+    assert "--crop must be four integers" in capsys.readouterr().err
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+def test_denoise_pairs_have_the_stated_noise_and_drops():
+    clean = np.full((64, 16, 16, 3), 0.5, np.float32)
+    batches = EpochBatches(clean, 64, seed=0, transform=task_transform("denoise", 0.1, 0.2), noise_seed=3)
+    inputs, targets = batches[0]
+    np.testing.assert_array_equal(targets, clean)
+    dropped = np.all(inputs == 0, axis=-1)
+    assert abs(dropped.mean() - 0.2) < 0.01
+    assert abs((inputs[~dropped] - 0.5).std() - 0.1) < 0.005
+    again, _ = EpochBatches(clean, 64, seed=0, transform=task_transform("denoise", 0.1, 0.2), noise_seed=3)[0]
+    np.testing.assert_array_equal(inputs, again)  # resumable: the same noise for the same (seed, epoch, step)
+    assert corrupt(clean, np.random.default_rng(0), 0.0, 0.0).tolist() == clean.tolist()
+
+
+def test_recolor_pairs_are_grey_inputs_and_colour_targets():
+    colour = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
+    inputs, targets = EpochBatches(colour, 4, transform=task_transform("recolor"))[0]
+    np.testing.assert_array_equal(targets, colour)
+    assert np.all(inputs[..., 0] == inputs[..., 1]) and np.all(inputs[..., 1] == inputs[..., 2])
+    np.testing.assert_allclose(inputs[..., 0], colour @ np.array([0.299, 0.587, 0.114]), rtol=1e-5)
+    with pytest.raises(ValueError, match="colour images"):
+        to_grayscale(np.zeros((1, 4, 4, 1), np.float32))
+
+
+@pytest.mark.parametrize("task", ["denoise", "recolor"])
+def test_tasks_train_in_memory(tmp_path, task):
+    from zspace.config import ModelConfig, RunConfig, TrainConfig
+    from zspace.data.datasets import Dataset
+    from zspace.training import train
+
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 3)).astype(np.float32)
+    data = Dataset("colour", "test", x, None)
+    model = ModelConfig(input_shape=(8, 8, 3), z_dim=4, encoder_filters=(8, 8), encoder_kernels=(3, 3),
+                        encoder_strides=(2, 2), encoder_padding=("same", "same"))
+    config = RunConfig(model, TrainConfig(task=task, epochs=1, batch_size=32, run_dir=str(tmp_path), verbose=0))
+    assert np.isfinite(train(config, dataset=data).history[0]["val_total_loss"])
+
+
+def test_recolor_needs_colour_input():
+    from zspace.config import ModelConfig, RunConfig, TrainConfig
+    from zspace.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="recolor"):
+        RunConfig(ModelConfig(), TrainConfig(task="recolor"))
