@@ -264,3 +264,47 @@ def test_recolor_needs_colour_input():
 
     with pytest.raises(ConfigError, match="recolor"):
         RunConfig(ModelConfig(), TrainConfig(task="recolor"))
+
+
+def test_attribute_vectors_known_answer():
+    from zspace.analysis.analyze import attribute_vectors
+
+    codes = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    attributes = np.array([[1, 1], [1, 0], [-1, -1], [-1, 1]], np.int8)
+    vectors, counts = attribute_vectors(codes, attributes)
+    np.testing.assert_allclose(vectors[0], [2.0 - 0.0, 0.0 - 3.0])
+    np.testing.assert_allclose(vectors[1], np.mean(codes[[0, 3]], axis=0) - codes[2])
+    assert counts.tolist() == [[2, 2], [2, 1]]
+    only_positive = attribute_vectors(codes, np.ones((4, 1), np.int8))[0]
+    assert np.all(only_positive == 0)
+
+
+def test_analysis_colours_by_attribute_and_adds_a_smile(celeba, tmp_path, capsys):
+    from conftest import tiny_run_config
+    from zspace.training import train
+
+    root, *_ = celeba
+    run = tmp_path / "run"
+    config = tiny_run_config(run, epochs=1, batch_size=8, dataset=f"cache:{root / 'cache'}").with_overrides({
+        "input_shape": [32, 32, 3], "encoder_filters": [8, 16], "encoder_kernels": [3, 3],
+        "encoder_strides": [2, 2], "encoder_padding": ["same", "same"]})
+    train(config)
+    fast = ["--set", "k_max=6", "--set", "tsne_sizes=[20]", "--set", "pca_subset=20", "--set", "perplexity=5"]
+    assert main(["analyze", str(run), *fast, "--set", "color_by=Smiling"]) == 0, capsys.readouterr().err
+    summary = json.loads((run / "analysis.json").read_text())
+    assert summary["attributes"]["names"] == ATTRIBUTES and summary["color_by"] == "Smiling"
+    with np.load(run / "analysis.npz", allow_pickle=False) as arrays:
+        assert arrays["attribute_vectors"].shape == (3, 3)
+        smiling = arrays["attributes"][:, 0] > 0
+        np.testing.assert_array_equal(arrays["colors"], smiling.astype(int))
+        mu = arrays["mu"]
+        np.testing.assert_allclose(arrays["attribute_vectors"][0], mu[smiling].mean(0) - mu[~smiling].mean(0),
+                                   rtol=1e-4, atol=1e-6)
+    out = tmp_path / "smile.png"
+    assert main(["generate", str(run), "--attribute", "Smiling", "--n", "4", "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.size[0] > img.size[1] * 0.9  # 4 columns x 4 strengths
+    assert main(["generate", str(run), "--attribute", "Frowning", "--out", str(out)]) == 2
+    assert "--attribute must be one of the analysed attributes" in capsys.readouterr().err
+    assert main(["analyze", str(run), *fast, "--set", "color_by=Bald"]) == 2
+    assert "`color_by` must be" in capsys.readouterr().err

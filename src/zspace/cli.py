@@ -88,16 +88,21 @@ def encode(
     split: Annotated[Split, typer.Option(help="Which images of the run's dataset.")] = Split.all,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
 ) -> None:
-    """Encode the run's dataset: z (and mu, logvar for a VAE), labels and split per image."""
+    """Encode the run's dataset: z (and mu, logvar for a VAE), labels, attributes and split per image."""
+    import numpy as np
+
     from zspace.analysis import encode_run_images, save_encoding
     from zspace.training import load_run
 
     with _clear_errors():
         config, model = load_run(run)
-        arrays, labels, split_ids = encode_run_images(config, model, split.value, batch_size=batch_size)
-        arrays["split"] = split_ids
-        if labels is not None:
-            arrays["labels"] = labels
+        encoded = encode_run_images(config, model, split.value, batch_size=batch_size)
+        arrays = {**encoded.codes, "split": encoded.split}
+        if encoded.labels is not None:
+            arrays["labels"] = encoded.labels
+        if encoded.attributes is not None:
+            arrays["attributes"] = encoded.attributes
+            arrays["attribute_names"] = np.asarray(encoded.attribute_names, dtype=str)
         save_encoding(out, arrays)
         typer.echo(f"wrote {out}: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}")
 
@@ -137,6 +142,10 @@ def generate(
     reconstruct: Annotated[bool, typer.Option(help="Validation images beside their reconstructions instead.")] = False,
     interpolate: Annotated[tuple[int, int] | None, typer.Option(help="Decode the line between validation "
                                                                      "images I and J, in n steps.")] = None,
+    attribute: Annotated[str | None, typer.Option(help="Add this attribute's vector (from `zspace analyze`) to "
+                                                      "n validation images, one row per --strength.")] = None,
+    strength: Annotated[list[float] | None, typer.Option(help="Multiples of the attribute vector "
+                                                              "(default -1 0 1 2).")] = None,
     sharpen: Annotated[float | None, typer.Option(help="Also write a copy sharpened by PIL with this factor.")] = None,
     components: Annotated[int, typer.Option(min=1, help="Mixture components for --dist gmm.")] = 10,
     cols: Annotated[int | None, typer.Option(min=1, help="Images per row.")] = None,
@@ -151,13 +160,29 @@ def generate(
     from zspace.training import load_run, run_data
 
     with _clear_errors():
-        if reconstruct and interpolate:
-            raise ConfigError("--reconstruct and --interpolate exclude each other.")
+        if sum(bool(v) for v in (reconstruct, interpolate, attribute)) > 1:
+            raise ConfigError("--reconstruct, --interpolate and --attribute exclude each other.")
         limits = limit or [1.0]
         if min(limits) <= 0:
             raise ConfigError(f"--limit must be positive. Received: {limits}")
         config, model = load_run(run)
-        if reconstruct or interpolate:
+        if attribute:
+            from zspace.analysis import load_analysis
+            from zspace.data.tasks import inference_inputs
+
+            analysis = load_analysis(run)
+            names = analysis.summary.get("attributes", {}).get("names", [])
+            if attribute not in names:
+                listed = names or "(none: the dataset has no attributes)"
+                raise ConfigError(f"--attribute must be one of the analysed attributes {listed}. "
+                                  f"Received: {attribute!r}")
+            strengths = strength or [-1.0, 0.0, 1.0, 2.0]
+            x_val = run_data(config)[1].x_val
+            count = min(n, len(x_val))
+            inputs = inference_inputs(np.asarray(x_val[:count], dtype=np.float32), config.train.task)
+            vector = analysis.arrays["attribute_vectors"][names.index(attribute)]
+            images, cols = g.attribute_shift(model, inputs, vector, strengths), cols or count
+        elif reconstruct or interpolate:
             from zspace.data.tasks import example_inputs
 
             t = config.train
@@ -175,7 +200,7 @@ def generate(
                 inputs = example_inputs(targets, t.task, t.noise_sigma, t.drop_fraction, seed)
                 images, cols = g.reconstruction_pairs(model, targets, cols=count, inputs=inputs), cols or count
         elif dist == Dist.gmm:
-            codes, _, _ = encode_run_images(config, model, "train")
+            codes = encode_run_images(config, model, "train").codes
             sampler = g.GaussianMixtureSampler(components, random_state=seed).fit(codes["z"])
             images = model.decode(sampler.sample(n))
         elif dist == Dist.uniform and len(limits) > 1:

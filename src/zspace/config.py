@@ -423,6 +423,8 @@ class AnalysisConfig:
     early_exaggeration: float = _doc("t-SNE early exaggeration.", 12.0)
     z_minus_mu_threshold: float = _doc("|z - mu| above which a component is counted.", 0.05)
     seed: int = _doc("Seed of the subsets, clustering and t-SNE.", 0)
+    color_by: str = _doc('Colour of the PCA / t-SNE points: "label", or an attribute name such as "Smiling".',
+                         "label")
 
     def __post_init__(self) -> None:
         _validate_types(self)

@@ -19,9 +19,11 @@ from zspace.analysis.encoding import encode_run_images, save_encoding
 from zspace.analysis.projection import pca_projection, tsne_projection
 from zspace.analysis.statistics import axis_stats, radius_stats, vae_internals
 from zspace.config import AnalysisConfig
+from zspace.errors import ConfigError
 from zspace.storage import atomic_write_text
 
-__all__ = ["Analysis", "analyze_codes", "analyze_run", "load_analysis", "ANALYSIS_JSON", "ANALYSIS_NPZ"]
+__all__ = ["Analysis", "analyze_codes", "analyze_run", "load_analysis", "attribute_vectors", "ANALYSIS_JSON",
+           "ANALYSIS_NPZ"]
 
 ANALYSIS_JSON = "analysis.json"
 ANALYSIS_NPZ = "analysis.npz"
@@ -54,14 +56,43 @@ class _Timer:
         return out
 
 
+def attribute_vectors(codes: np.ndarray, attributes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean code of the images with each attribute minus the mean of those without.
+
+    Args:
+        codes: (N, z_dim) encoder means (or z for an AE).
+        attributes: (N, A) int8, +1 present / -1 absent / 0 unknown.
+
+    Returns:
+        vectors (A, z_dim), and counts (A, 2) of images with and without each attribute;
+        an attribute seen on one side only gets a zero vector.
+    """
+    codes = codes.astype(np.float64)
+    with_attr, without = (attributes > 0).astype(np.float64), (attributes < 0).astype(np.float64)
+    n_with, n_without = with_attr.sum(axis=0), without.sum(axis=0)
+    mean_with = (with_attr.T @ codes) / np.maximum(n_with, 1)[:, None]
+    mean_without = (without.T @ codes) / np.maximum(n_without, 1)[:, None]
+    usable = (n_with > 0) & (n_without > 0)
+    vectors = np.where(usable[:, None], mean_with - mean_without, 0.0).astype(np.float32)
+    return vectors, np.stack([n_with, n_without], axis=1).astype(np.int64)
+
+
 def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = AnalysisConfig(),
-                  labels: np.ndarray | None = None) -> Analysis:
+                  labels: np.ndarray | None = None, attributes: np.ndarray | None = None,
+                  attribute_names: tuple[str, ...] = ()) -> Analysis:
     """All statistics of encoded points.
 
     Args:
         codes: {"z"} for an AE, {"z", "mu", "logvar"} for a VAE; each (N, z_dim).
         labels: (N,) integer labels or None.
+        attributes: (N, A) int8 attributes (+1 / -1) or None, named by ``attribute_names``.
     """
+    colors = labels
+    if config.color_by != "label":
+        if config.color_by not in attribute_names:
+            raise ConfigError(f"`color_by` must be \"label\" or one of the dataset's attributes "
+                             f"{list(attribute_names) or '(none)'}. Received: color_by={config.color_by!r}")
+        colors = (attributes[:, attribute_names.index(config.color_by)] > 0).astype(np.int64)
     z = codes["z"]
     is_vae = "mu" in codes
     mu = codes.get("mu", z)
@@ -96,6 +127,15 @@ def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = Analysi
         arrays[f"tsne_{n}_indices"], arrays[f"tsne_{n}_embedding"] = tsne.indices, tsne.embedding
     if labels is not None:
         arrays["labels"] = labels
+    if colors is not None:
+        arrays["colors"] = colors
+    summary["color_by"] = c.color_by if colors is not None else None
+    if attributes is not None and len(attribute_names):
+        vectors, counts = timer("attributes", attribute_vectors, mu, attributes)
+        arrays["attributes"], arrays["attribute_vectors"] = attributes, vectors
+        summary["attributes"] = {"names": list(attribute_names), "with": counts[:, 0].tolist(),
+                                 "without": counts[:, 1].tolist(),
+                                 "vector_norms": np.linalg.norm(vectors, axis=1).tolist()}
     summary["seconds"] = timer.seconds
     return Analysis(summary, arrays)
 
@@ -107,14 +147,18 @@ def analyze_run(run_dir: str | Path, config: AnalysisConfig = AnalysisConfig(), 
         run_dir: a finished run directory.
         dataset: a :class:`zspace.data.Dataset` to use instead of the run's own.
     """
-    from zspace.training import load_run
+    from zspace.training import load_run, run_data
 
     run_config, model = load_run(run_dir)
+    full = run_data(run_config, dataset)[0]
+    if config.color_by != "label" and config.color_by not in full.attribute_names:
+        raise ConfigError(f"`color_by` must be \"label\" or one of the dataset's attributes "
+                          f"{list(full.attribute_names) or '(none)'}. Received: color_by={config.color_by!r}")
     start = time.perf_counter()
-    codes, labels, split_ids = encode_run_images(run_config, model, config.split, dataset, config.batch_size)
+    encoded = encode_run_images(run_config, model, config.split, full, config.batch_size)
     encode_seconds = round(time.perf_counter() - start, 3)
-    analysis = analyze_codes(codes, config, labels)
-    analysis.arrays["split"] = split_ids
+    analysis = analyze_codes(encoded.codes, config, encoded.labels, encoded.attributes, encoded.attribute_names)
+    analysis.arrays["split"] = encoded.split
     analysis.summary["seconds"]["encode"] = encode_seconds
     analysis.summary["run"] = {"dir": str(run_dir), "dataset": run_config.train.dataset,
                                "kl_factor": run_config.model.kl_factor if run_config.model.kind == "vae" else 0.0}

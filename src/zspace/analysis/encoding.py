@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from zspace.storage import atomic_path
 
-__all__ = ["encode_images", "encode_run_images", "save_encoding"]
+__all__ = ["encode_images", "encode_run_images", "EncodedRun", "save_encoding"]
 
 
 def encode_images(model, images, batch_size: int = 256, task: str = "reconstruct",
@@ -39,29 +40,49 @@ def save_encoding(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def encode_run_images(run_config, model, split: str = "all", dataset=None, batch_size: int = 256):
-    """Encodes the images of a run's dataset.
+@dataclass
+class EncodedRun:
+    """Codes of a run's images with what is known of each image.
+
+    Attributes:
+        codes: as :func:`encode_images`; labels: (N,) or None; split: (N,) int8, 0 = train,
+        1 = validation; attributes: (N, A) int8 (+1 / -1) or None; attribute_names: A names.
+    """
+
+    codes: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    split: np.ndarray
+    attributes: np.ndarray | None = None
+    attribute_names: tuple[str, ...] = ()
+
+
+def encode_run_images(run_config, model, split: str = "all", dataset=None, batch_size: int = 256) -> EncodedRun:
+    """Encodes the images of a run's dataset (streamed when it is a prepared cache).
 
     Args:
         run_config: the run's :class:`zspace.config.RunConfig` (gives dataset and split).
         model: the run's trained model.
         split: "train", "validation" or "all" (train then validation).
         dataset: a :class:`zspace.data.Dataset` to use instead of the run's own.
-
-    Returns:
-        (codes, labels, split_ids): codes as :func:`encode_images`; labels (N,) or None;
-        split_ids (N,) int8, 0 = train, 1 = validation.
     """
     from zspace.training import run_data
 
     if split not in ("train", "validation", "all"):
         raise ValueError(f'`split` must be "train", "validation" or "all". Received: split={split!r}')
-    data = run_data(run_config, dataset)[1]
-    parts = {"train": [(data.x_train, data.y_train, 0)], "validation": [(data.x_val, data.y_val, 1)]}
+    full, data = run_data(run_config, dataset)
+    parts = {"train": [(data.x_train, data.y_train, data.a_train, 0)],
+             "validation": [(data.x_val, data.y_val, data.a_val, 1)]}
     chosen = parts["train"] + parts["validation"] if split == "all" else parts[split]
     task = run_config.train.task
     encoded = [encode_images(model, p[0], batch_size, task) for p in chosen]
-    codes = {k: np.concatenate([e[k] for e in encoded]) for k in encoded[0]}
-    labels = np.concatenate([p[1] for p in chosen]) if all(p[1] is not None for p in chosen) else None
-    split_ids = np.concatenate([np.full(len(p[0]), p[2], np.int8) for p in chosen])
-    return codes, labels, split_ids
+
+    def joined(i):
+        return np.concatenate([p[i] for p in chosen]) if all(p[i] is not None for p in chosen) else None
+
+    return EncodedRun(
+        codes={k: np.concatenate([e[k] for e in encoded]) for k in encoded[0]},
+        labels=joined(1),
+        split=np.concatenate([np.full(len(p[0]), p[3], np.int8) for p in chosen]),
+        attributes=joined(2),
+        attribute_names=tuple(full.attribute_names),
+    )

@@ -2,7 +2,13 @@
 
 from zspace.generation.gallery import DEFAULT_LIMITS, GalleryConfig, write_gallery
 from zspace.generation.grid import image_grid, save_grid
-from zspace.generation.images import generate_images, interpolate, reconstruction_pairs, uniform_sweep
+from zspace.generation.images import (
+    attribute_shift,
+    generate_images,
+    interpolate,
+    reconstruction_pairs,
+    uniform_sweep,
+)
 from zspace.generation.latent import sample_latent
 from zspace.generation.samplers import GaussianMixtureSampler
 from zspace.generation.sharpen import sharpen
@@ -13,6 +19,7 @@ __all__ = [
     "uniform_sweep",
     "reconstruction_pairs",
     "interpolate",
+    "attribute_shift",
     "GaussianMixtureSampler",
     "sharpen",
     "GalleryConfig",

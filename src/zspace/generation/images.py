@@ -8,7 +8,7 @@ import numpy as np
 
 from zspace.generation.latent import sample_latent
 
-__all__ = ["generate_images", "uniform_sweep", "reconstruction_pairs", "interpolate"]
+__all__ = ["generate_images", "uniform_sweep", "reconstruction_pairs", "interpolate", "attribute_shift"]
 
 
 def generate_images(
@@ -70,3 +70,24 @@ def interpolate(model, image_a: np.ndarray, image_b: np.ndarray, steps: int = 10
     ends = codes["mu"] if "mu" in codes else codes["z"]
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     return model.decode((1 - t) * ends[0] + t * ends[1])
+
+
+def attribute_shift(model, inputs: np.ndarray, vector: np.ndarray, strengths) -> np.ndarray:
+    """Decodes each image's code plus ``strength * vector``, one row per strength.
+
+    With the attribute vector of "Smiling" (mean code with minus without the attribute), a
+    positive strength adds a smile, a negative one removes it; strength 0 is the plain decode.
+
+    Args:
+        inputs: (n, H, W, C) model inputs.
+        vector: (z_dim,) direction in z-space.
+        strengths: multipliers of ``vector``.
+
+    Returns:
+        (len(strengths) * n, H, W, C).
+    """
+    codes = model.encode(np.asarray(inputs, dtype=np.float32))
+    base = codes["mu"] if "mu" in codes else codes["z"]
+    strengths = np.asarray(list(strengths), dtype=np.float32)
+    shifted = base[None] + strengths[:, None, None] * np.asarray(vector, np.float32)[None, None]
+    return model.decode(shifted.reshape(-1, base.shape[1]))

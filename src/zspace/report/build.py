@@ -156,7 +156,7 @@ def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
 def projection_figures(run: RunReport) -> dict[str, bytes]:
     """{name: PNG bytes}: PCA and t-SNE scatters of one run, coloured by label when there are labels."""
     a = run.analysis.arrays
-    labels = a.get("labels")
+    labels = a.get("colors", a.get("labels"))
     pick = (lambda idx: labels[idx]) if labels is not None else (lambda idx: None)
     figures = {"pca": plots.plot_embedding(a["pca_embedding"], pick(a["pca_indices"]), f"{run.name}: PCA")}
     for t in run.analysis.summary["tsne"]:
