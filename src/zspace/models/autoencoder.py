@@ -217,6 +217,16 @@ def _predict_fixed_batches(network: keras.Model, x, batch_size: int):
     return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
-def build_model(config: ModelConfig, seed: int | None = None) -> Autoencoder:
-    """A new, uncompiled Autoencoder for ``config`` (weights from Keras' global seed)."""
-    return Autoencoder(config, seed=seed, name=f"{config.kind}")
+def build_model(config: ModelConfig, seed: int | None = None, precision: str = "float32") -> Autoencoder:
+    """A new, uncompiled Autoencoder for ``config`` (weights from Keras' global seed).
+
+    Args:
+        precision: Keras dtype policy of the layers ("float32", "mixed_bfloat16",
+            "mixed_float16"); the sampling, KL and output layers and the losses stay float32.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)  # layers take the global policy when they are created
+    try:
+        return Autoencoder(config, seed=seed, name=f"{config.kind}")
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -188,7 +188,7 @@ def _read_state(files: RunFiles) -> dict[str, Any]:
 def _new_model(config: RunConfig) -> Autoencoder:
     t = config.train
     keras.utils.set_random_seed(t.seed)
-    model = build_model(config.model, seed=t.seed)
+    model = build_model(config.model, seed=t.seed, precision=t.precision)
     clip = {"clipnorm": t.gradient_clip_norm} if t.gradient_clip_norm else {}
     model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0), **clip))
     model.optimizer.build(model.trainable_variables)
