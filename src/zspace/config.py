@@ -342,6 +342,12 @@ class TrainConfig:
     run_dir: str = _doc("Directory of the run's results and checkpoints.", "runs/default")
     keep_checkpoints: int = _doc("Keep the newest N epoch checkpoints; 0 = keep all.", 0)
     gradient_clip_norm: float = _doc("Clip each gradient to this L2 norm (Adam clipnorm); 0 = off.", 0.0)
+    steps_per_execution: int = _doc(
+        "Training steps per compiled call, at most; the largest divisor of the epoch's steps not above it "
+        "is used, so no call straddles two epochs. Fewer Python round trips; the progress bar updates "
+        "every that many steps.",
+        8,
+    )
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = _doc(
         'Compute dtype of the layers (weights, losses and sampling stay float32). "mixed_bfloat16" '
         "is about 1.4x faster on CPUs with AVX512-BF16 (benchmarks/README.md) but changes the numbers; "
@@ -382,6 +388,7 @@ class TrainConfig:
         _require(bool(self.run_dir.strip()), "run_dir", self.run_dir, "a directory path")
         _require(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, ">= 0")
         _require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
+        _require(self.steps_per_execution >= 1, "steps_per_execution", self.steps_per_execution, ">= 1")
         _require(self.gradient_clip_norm >= 0, "gradient_clip_norm", self.gradient_clip_norm, ">= 0 (0 = off)")
         _require(self.kl_warmup_epochs >= 0, "kl_warmup_epochs", self.kl_warmup_epochs, ">= 0 (0 = off)")
         _require(self.nonfinite_retries >= 0, "nonfinite_retries", self.nonfinite_retries, ">= 0")

@@ -24,6 +24,28 @@ __all__ = ["Autoencoder", "build_model"]
 
 
 @keras.saving.register_keras_serializable(package="zspace")
+class FirstNonFiniteStep(keras.metrics.Metric):
+    """1-based index (since the last reset) of the first update with a non-finite value; 0 if none.
+
+    Computed in the graph, so it names the exact step even when several steps run per
+    compiled call (``steps_per_execution``) and callbacks only see every k-th step.
+    """
+
+    def __init__(self, name="nonfinite_step", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="count")
+        self.first = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="first")
+
+    def update_state(self, value, sample_weight=None):
+        self.count.assign(self.count + 1.0)
+        bad = ops.logical_not(ops.all(ops.isfinite(value)))
+        self.first.assign(ops.where(ops.logical_and(bad, ops.equal(self.first, 0.0)), self.count, self.first))
+
+    def result(self):
+        return self.first
+
+
+@keras.saving.register_keras_serializable(package="zspace")
 class Autoencoder(keras.Model):
     """Convolutional AE or VAE.
 
@@ -70,6 +92,7 @@ class Autoencoder(keras.Model):
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
         if self.is_vae:
             self.kl_divergence_tracker = keras.metrics.Mean(name="kl_divergence")
+        self.nonfinite_step_tracker = FirstNonFiniteStep(name="nonfinite_step")
         self.build((None, *cfg.input_shape))
 
     def build(self, input_shape):
@@ -150,6 +173,7 @@ class Autoencoder(keras.Model):
         self.total_loss_tracker.update_state(reco + kl, sample_weight=batch_size)
         self.reco_loss_tracker.update_state(reco, sample_weight=batch_size)
         self.kl_loss_tracker.update_state(kl, sample_weight=batch_size)
+        self.nonfinite_step_tracker.update_state(reco + kl)
         if self.is_vae:
             raw_kl = ops.mean(kl_per_image(y_pred["mu"], y_pred["logvar"]))
             self.kl_divergence_tracker.update_state(raw_kl, sample_weight=batch_size)

@@ -161,9 +161,13 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
+        # With steps_per_execution = k this runs every k steps; the model's in-graph
+        # `nonfinite_step` metric still names the exact step.
+        logs = logs or {}
+        loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)) and not self.tripped:
-            self.trip(self._epoch, batch + 1, f"loss={float(loss)}")
+            step = int(float(logs.get("nonfinite_step", 0))) or batch + 1
+            self.trip(self._epoch, step, f"loss={float(loss)}")
             self.model.stop_training = True
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -37,11 +38,13 @@ from zspace.training.callbacks import (
     read_history,
 )
 
-__all__ = ["train", "run_data", "RunResult", "RunFiles", "load_run", "RESUMABLE_FIELDS"]
+__all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult", "RunFiles", "load_run",
+           "RESUMABLE_FIELDS"]
 
 # Fields a resumed run may change: they do not alter what has been trained so far.
 RESUMABLE_FIELDS = frozenset({
     "epochs", "run_dir", "keep_checkpoints", "verbose", "on_nonfinite", "nonfinite_retries", "retry_lr_factor",
+    "steps_per_execution",
 })
 
 
@@ -185,12 +188,23 @@ def _read_state(files: RunFiles) -> dict[str, Any]:
     return {"lr_scale": 1.0, "nonfinite_events": []}
 
 
-def _new_model(config: RunConfig) -> Autoencoder:
+def steps_per_execution(steps_per_epoch: int, most: int) -> int:
+    """The largest divisor of ``steps_per_epoch`` not above ``most``.
+
+    Keras fetches ``steps_per_execution`` batches per call; our batch sequence runs on across
+    epochs, so a call that did not end with its epoch would take the next epoch's batches.
+    """
+    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def new_model(config: RunConfig, steps_per_epoch: int) -> Autoencoder:
+    """The run's model, seeded and compiled the way :func:`train` trains it."""
     t = config.train
     keras.utils.set_random_seed(t.seed)
     model = build_model(config.model, seed=t.seed, precision=t.precision)
     clip = {"clipnorm": t.gradient_clip_norm} if t.gradient_clip_norm else {}
-    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0), **clip))
+    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0), **clip),
+                  steps_per_execution=steps_per_execution(steps_per_epoch, t.steps_per_execution))
     model.optimizer.build(model.trainable_variables)
     return model
 
@@ -256,7 +270,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
 
     data, split = run_data(config, dataset)
     x_train, x_val = split.x_train, split.x_val
-    model = _new_model(config)
+    steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
+    model = new_model(config, steps_per_epoch)
     _check_writable(files.root)
     _check_disk_space(files.root, model, config)
     for folder in (files.root, files.checkpoints):
@@ -294,7 +309,7 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
         state["nonfinite_events"].append({"epoch": guard.epoch, "step": guard.step, "reason": guard.reason,
                                           "lr_scale_after": state["lr_scale"]})
         atomic_write_text(files.state, json.dumps(state, indent=1))
-        model = _new_model(config)
+        model = new_model(config, steps_per_epoch)
         start_epoch = _restore_latest(model, files, config)
         history = [row for row in read_history(files.history) if row["epoch"] <= start_epoch]
         _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), retry {retries} of "
