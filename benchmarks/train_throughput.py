@@ -65,9 +65,8 @@ class StepTimer:
 
 def zspace_stack(config, images, steps, precision="float32"):
     from zspace.config import RunConfig, TrainConfig
-    from zspace.training import EpochBatches
     from zspace.training.callbacks import NonFiniteGuard
-    from zspace.training.run import new_model
+    from zspace.training.run import input_batches, new_model
 
     run_config = RunConfig(config, TrainConfig(batch_size=BATCH, precision=precision))
     model = new_model(run_config, steps)  # compiled exactly as zspace.train compiles it
@@ -75,7 +74,7 @@ def zspace_stack(config, images, steps, precision="float32"):
 
     def run():
         timer = StepTimer()
-        batches = EpochBatches(images, BATCH, seed=0, start_epoch=epoch[0], end_epoch=epoch[0] + 1)
+        batches = input_batches(images, run_config.train, seed=0, start_epoch=epoch[0], end_epoch=epoch[0] + 1)
         model.fit(batches, steps_per_epoch=steps, epochs=epoch[0] + 1, initial_epoch=epoch[0], shuffle=False,
                   callbacks=[NonFiniteGuard(), timer], verbose=0)
         epoch[0] += 1

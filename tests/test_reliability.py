@@ -196,6 +196,11 @@ def test_nonfinite_loss_rolls_back_and_retries_with_a_lower_learning_rate(tmp_pa
         return x, y
 
     monkeypatch.setattr(EpochBatches, "__getitem__", poisoned_once)
+    # feed through EpochBatches (where the poison is) instead of the in-graph tf.data pipeline
+    import zspace.training.run as run
+
+    monkeypatch.setattr(run, "epoch_dataset", lambda images, bs, seed, start, end: EpochBatches(
+        images, bs, seed=seed, start_epoch=start, end_epoch=end))
     result = train(config)
     assert fired
     rows = read_history(tmp_path / "history.csv")

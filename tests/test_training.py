@@ -149,3 +149,21 @@ def test_real_training_on_a_fashion_mnist_slice_lowers_the_loss(tmp_path, fashio
     val = [r["val_total_loss"] for r in history]
     assert val[-1] < val[0] < 784 * np.log(2)  # below the loss of predicting 0.5 everywhere
     assert history[-1]["reco_loss"] < 0.8 * history[0]["reco_loss"]
+
+
+def test_tf_pipeline_gives_the_batches_of_epoch_batches():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the in-graph pipeline is TensorFlow's")
+    from zspace.training import EpochBatches
+    from zspace.training.tf_pipeline import epoch_dataset
+
+    x = np.random.default_rng(0).random((1000, 4, 4, 1)).astype(np.float32)
+    for seed, start, end in ((3, 2, 4), (None, 0, 1)):
+        reference = EpochBatches(x, 96, seed=seed, start_epoch=start, end_epoch=end)
+        batches = list(epoch_dataset(x, 96, seed, start, end))
+        assert len(batches) == len(reference) == 11 * (end - start)
+        for i, (inputs, targets) in enumerate(batches):
+            np.testing.assert_array_equal(inputs.numpy(), reference[i][0])
+            np.testing.assert_array_equal(targets.numpy(), reference[i][1])

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zspace.config import RunConfig, load_config
+from zspace.config import RunConfig, TrainConfig, load_config
 from zspace.data import (
     Dataset,
     check_input_shape,
@@ -28,6 +28,7 @@ from zspace.models import Autoencoder, build_model, load_model
 from zspace.models.saving import save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.training.batches import EpochBatches
+from zspace.training.tf_pipeline import epoch_dataset
 from zspace.training.callbacks import (
     ActiveUnitsMonitor,
     EpochCheckpoint,
@@ -209,6 +210,21 @@ def new_model(config: RunConfig, steps_per_epoch: int) -> Autoencoder:
     return model
 
 
+def input_batches(images, train: TrainConfig, seed: int | None, start_epoch: int = 0, end_epoch: int = 1,
+                  noise_seed: int = 0):
+    """The (inputs, targets) batches ``zspace.train`` feeds to ``fit``.
+
+    In-memory arrays of the plain reconstruction task go through a tf.data pipeline on the
+    TensorFlow backend (the same batches, gathered in-graph); everything else through
+    :class:`EpochBatches`.
+    """
+    transform = task_transform(train.task, train.noise_sigma, train.drop_fraction)
+    if transform is None and isinstance(images, np.ndarray) and keras.backend.backend() == "tensorflow":
+        return epoch_dataset(images, train.batch_size, seed, start_epoch, end_epoch)
+    return EpochBatches(images, train.batch_size, seed=seed, start_epoch=start_epoch, end_epoch=end_epoch,
+                        transform=transform, noise_seed=noise_seed)
+
+
 def _fit(model, config, files, x_train, x_val, start_epoch, history, lr_scale):
     """One call of Keras' fit from ``start_epoch``; returns (guard, history rows)."""
     t = config.train
@@ -223,15 +239,12 @@ def _fit(model, config, files, x_train, x_val, start_epoch, history, lr_scale):
         monitor_images = inference_inputs(x_val[: min(2000, len(x_val))], t.task)
         callbacks.append(ActiveUnitsMonitor(monitor_images))
     callbacks += [writer, EpochCheckpoint(files.checkpoints, keep=t.keep_checkpoints, guard=guard)]
-    transform = task_transform(t.task, t.noise_sigma, t.drop_fraction)
-    batches = EpochBatches(x_train, t.batch_size, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs,
-                           transform=transform, noise_seed=t.seed)
     model.fit(
-        batches,
-        steps_per_epoch=batches.steps_per_epoch,
-        shuffle=False,  # EpochBatches shuffles; Keras would mix batches across epochs
+        input_batches(x_train, t, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs, noise_seed=t.seed),
+        steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
+        shuffle=False,  # the batches are shuffled already; Keras would mix them across epochs
         # validation noise is the same every epoch (its own seed stream, epoch 0)
-        validation_data=EpochBatches(x_val, t.batch_size, transform=transform, noise_seed=t.seed + 1),
+        validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1),
         epochs=t.epochs,
         initial_epoch=start_epoch,
         callbacks=callbacks,
