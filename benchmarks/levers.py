@@ -1,90 +1,129 @@
-"""One-at-a-time checks of training-speed levers on the Fashion-MNIST VAE (zspace path).
+"""Training-speed levers on the Fashion-MNIST VAE, alternated in one process against the
+Keras documentation's VAE as the yardstick.
 
-Each lever runs in a fresh process: 4 fits of 60 steps, the first discarded, the steady-state
-rate (from the second batch-end callback to the last) of the others reported; the machine is noisy (+-10% between runs), so
-only large effects count.
+Every variant is a zspace model fed and compiled one way; rounds alternate the variants
+(A B C ... A B C ...), so slow drifts of this shared machine hit them alike. Printed: the
+median img/s and the median of the per-round ratios to the yardstick. (The peers live in
+separate processes in train_throughput.py; here all variants are TensorFlow, and they share
+one process fairly.)
 
-    python benchmarks/levers.py                 # all levers
-    python benchmarks/levers.py xla bf16        # some
+    python benchmarks/levers.py [--rounds 5] [--steps 80] [--only default xla ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import subprocess
 import sys
+import time
 from pathlib import Path
 
-LEVERS = {
-    "default": "zspace default path (float32, EpochBatches, NonFiniteGuard)",
-    "xla": "compile(jit_compile=True)",
-    "inter_op_1": "tf.config.threading.set_inter_op_parallelism_threads(1)",
-    "no_remapper": "grappler remapping (op fusion) off",
-    "arrays": "Keras' numpy-array adapter instead of EpochBatches",
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from common import FASHION_VAE  # noqa: E402
+
+BATCH = 128
+VARIANTS = {
+    "default": "zspace.train's path: tf.data gather in-graph, steps_per_execution 8, NonFiniteGuard",
+    "python_batches": "EpochBatches (Python generator) instead of the in-graph pipeline",
+    "spe_1": "steps_per_execution = 1",
+    "python_batches_spe_1": "both of the above (zspace's first version)",
     "no_guard": "without the per-batch NonFiniteGuard callback",
-    "train_step": 'kl_method = "train_step" (custom step) instead of "add_loss"',
+    "train_step": 'kl_method = "train_step" instead of "add_loss"',
+    "xla": "compile(jit_compile=True)",
     "bf16": 'precision = "mixed_bfloat16"',
-    "spe_8": "compile(steps_per_execution=8)",
 }
 
-CHILD = r"""
-import os, sys, time, dataclasses
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-sys.path.insert(0, sys.argv[2])
-import numpy as np, keras, tensorflow as tf
-from common import FASHION_VAE
-class Timer(keras.callbacks.Callback):
-    # (batch, time) of every batch-end call; with steps_per_execution > 1 they come every k steps
-    def on_train_begin(self, logs=None):
-        self.marks = []
-    def on_train_batch_end(self, batch, logs=None):
-        self.marks.append((batch, time.perf_counter()))
-    def rate(self):
-        (b0, t0), (b1, t1) = self.marks[1], self.marks[-1]
-        return (b1 - b0) * 128 / (t1 - t0)
-from zspace.config import ModelConfig
-from zspace.models import build_model
-from zspace.training import EpochBatches
-from zspace.training.callbacks import NonFiniteGuard
-lever, steps = sys.argv[1], 60
-if lever == "inter_op_1":
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-if lever == "no_remapper":
-    tf.config.optimizer.set_experimental_options({"remapping": False})
-config = ModelConfig(**FASHION_VAE)
-if lever == "train_step":
-    config = dataclasses.replace(config, kl_method="train_step")
-x = np.random.default_rng(0).random((steps * 128, 28, 28, 1), dtype=np.float32)
-model = build_model(config, seed=0, precision="mixed_bfloat16" if lever == "bf16" else "float32")
-model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=lever == "xla",
-              steps_per_execution=8 if lever == "spe_8" else 1)
-rates = []
-for r in range(4):
-    timer = Timer()
-    callbacks = [timer] if lever == "no_guard" else [NonFiniteGuard(), timer]
-    if lever == "arrays":
-        model.fit(x, x, batch_size=128, epochs=1, callbacks=callbacks, verbose=0)
-    else:
-        batches = EpochBatches(x, 128, seed=0, start_epoch=r, end_epoch=r + 1)
-        model.fit(batches, steps_per_epoch=steps, epochs=r + 1, initial_epoch=r, shuffle=False,
-                  callbacks=callbacks, verbose=0)
-    if r:
-        rates.append(timer.rate())
-print(round(float(np.median(rates))), [round(v) for v in rates])
-"""
+
+def timer():
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.marks = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.marks.append((batch, time.perf_counter()))
+
+        def rate(self):
+            (b0, t0), (b1, t1) = self.marks[0], self.marks[-1]
+            return (b1 - b0) * BATCH / (t1 - t0)
+
+    return Timer()
+
+
+def zspace_variant(name, images, steps):
+    import dataclasses
+
+    import keras
+
+    from zspace.config import ModelConfig, TrainConfig
+    from zspace.models import build_model
+    from zspace.training import EpochBatches
+    from zspace.training.callbacks import NonFiniteGuard
+    from zspace.training.run import input_batches, steps_per_execution
+
+    model_config = ModelConfig(**FASHION_VAE)
+    if name == "train_step":
+        model_config = dataclasses.replace(model_config, kl_method="train_step")
+    train = TrainConfig(batch_size=BATCH, precision="mixed_bfloat16" if name == "bf16" else "float32",
+                        steps_per_execution=1 if "spe_1" in name else 8)
+    keras.utils.set_random_seed(0)
+    model = build_model(model_config, seed=0, precision=train.precision)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name == "xla",
+                  steps_per_execution=steps_per_execution(steps, train.steps_per_execution))
+
+    def run():
+        t = timer()
+        if "python_batches" in name:
+            batches = EpochBatches(images, BATCH, seed=0)
+        else:
+            batches = input_batches(images, train, seed=0)
+        callbacks = [t] if name == "no_guard" else [NonFiniteGuard(), t]
+        model.fit(batches, steps_per_epoch=steps, epochs=1, shuffle=False, callbacks=callbacks, verbose=0)
+        return t.rate()
+
+    return run
+
+
+def docs_variant(images, steps):
+    from zspace.config import ModelConfig
+
+    from peers import keras_docs_vae
+
+    vae = keras_docs_vae(ModelConfig(**FASHION_VAE))
+
+    def run():
+        t = timer()
+        vae.fit(images, epochs=1, batch_size=BATCH, callbacks=[t], verbose=0)
+        return t.rate()
+
+    return run
 
 
 def main() -> None:
-    chosen = sys.argv[1:] or list(LEVERS)
-    unknown = [c for c in chosen if c not in LEVERS]
-    if unknown:
-        sys.exit(f"unknown lever(s) {unknown}; choose from {list(LEVERS)}")
-    here = str(Path(__file__).parent)
-    for lever in chosen:
-        out = subprocess.run([sys.executable, "-c", CHILD, lever, here], capture_output=True, text=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        result = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-300:]}"
-        print(f"{lever:<12} {result:<32} {LEVERS[lever]}", flush=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS))
+    args = parser.parse_args()
+    images = np.random.default_rng(0).random((args.steps * BATCH, 28, 28, 1), dtype=np.float32)
+    runs = {name: zspace_variant(name, images, args.steps) for name in (args.only or VARIANTS)}
+    runs["keras-docs"] = docs_variant(images, args.steps)
+    for run in runs.values():
+        run()  # tracing and first-call costs
+    rates = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            rates[name].append(run())
+    yardstick = np.array(rates["keras-docs"])
+    print(f"Fashion-MNIST VAE, batch {BATCH}, {args.steps} steps per round, {args.rounds} alternated rounds")
+    for name, values in rates.items():
+        ratio = float(np.median(np.array(values) / yardstick))
+        label = VARIANTS.get(name, "the Keras documentation's VAE (yardstick)")
+        print(f"{name:<22} {np.median(values):6.0f} img/s  x{ratio:.3f} of keras-docs   {label}")
 
 
 if __name__ == "__main__":
