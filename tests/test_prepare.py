@@ -308,3 +308,21 @@ def test_analysis_colours_by_attribute_and_adds_a_smile(celeba, tmp_path, capsys
     assert "--attribute must be one of the analysed attributes" in capsys.readouterr().err
     assert main(["analyze", str(run), *fast, "--set", "color_by=Bald"]) == 2
     assert "`color_by` must be" in capsys.readouterr().err
+
+
+def test_sharded_reads_in_any_order_and_refuses_truncated_shards(celeba, tmp_path):
+    import shutil
+
+    root, *_ = celeba
+    images = read_cache(root / "cache").images
+    order = [9, 2, 27, 3, 4, 5, 16, 0]  # unsorted, with a run (3, 4, 5) and several shards
+    together = images.uint8(order)
+    for i, index in enumerate(order):
+        np.testing.assert_array_equal(together[i], images.uint8([index])[0])
+    np.testing.assert_array_equal(images.select([27, 3]).uint8([1, 0]), together[[3, 2]])
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "cache", copy)
+    shard = copy / "shard-00001.images.npy"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(DataError, match="shard-00001.images.npy: holds"):
+        read_cache(copy)

@@ -1,49 +1,77 @@
 """Reading a prepared image cache: uint8 shards on disk, seen as one float32 array.
 
 A cache folder holds ``manifest.json`` and, per shard, ``<name>.images.npy`` (uint8
-(n, H, W, C), memory-mapped) and ``<name>.meta.npz`` (file names, split, labels,
+(n, H, W, C), read with ``os.pread``) and ``<name>.meta.npz`` (file names, split, labels,
 attributes). Nothing is unpickled: ``np.load(..., allow_pickle=False)`` throughout.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from zspace.errors import DataError
 
-__all__ = ["ShardedImages", "CacheContents", "read_cache", "MANIFEST", "CACHE_FORMAT", "SPLITS"]
+__all__ = ["Shard", "ShardedImages", "CacheContents", "read_cache", "MANIFEST", "CACHE_FORMAT", "SPLITS"]
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "zspace-image-cache"
 SPLITS = ("train", "valid", "test")
 
 
-class ShardedImages:
-    """Images of several memory-mapped uint8 shards, indexed like one float32 array in [0, 1].
+@dataclass(frozen=True)
+class Shard:
+    """One ``.images.npy`` file: where its uint8 (count, H, W, C) data starts."""
 
-    Indexing with an int, slice or index array reads only those images from disk and returns
-    float32 (k, H, W, C); :meth:`select` makes a lighter view without reading anything.
+    path: Path
+    offset: int
+    count: int
+    image_shape: tuple[int, ...]
+
+    @classmethod
+    def open(cls, path: Path) -> Shard:
+        """Reads the .npy header (no pickle); raises DataError unless it holds C-ordered uint8 (n, H, W, C)."""
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+        if dtype != np.uint8 or fortran or len(shape) != 4:
+            raise DataError(f"{path}: expected C-ordered uint8 (n, H, W, C); found {dtype} {shape}.")
+        return cls(path, offset, shape[0], tuple(shape[1:]))
+
+
+class ShardedImages:
+    """Images of several uint8 shard files, indexed like one float32 array in [0, 1].
+
+    Indexing with an int, slice or index array reads only those images from disk (one
+    ``os.pread`` per run of consecutive images) and returns float32 (k, H, W, C);
+    :meth:`select` makes a lighter view without reading anything. The files are read, not
+    memory-mapped, so the process's resident memory does not grow with the cache: the data
+    passes through the page cache only.
 
     Args:
-        shards: uint8 arrays (n_i, H, W, C), typically ``np.load(..., mmap_mode="r")``.
+        shards: the shard files.
         positions: global positions (into the concatenated shards) of this view's images.
     """
 
-    def __init__(self, shards: list[np.ndarray], positions: np.ndarray | None = None):
+    def __init__(self, shards: list[Shard], positions: np.ndarray | None = None):
         if not shards:
             raise DataError("a sharded image set needs at least one shard.")
         self.shards = shards
-        self._starts = np.cumsum([0] + [len(s) for s in shards])
-        total = int(self._starts[-1])
-        self.positions = np.arange(total) if positions is None else np.asarray(positions, dtype=np.int64)
+        self._starts = np.cumsum([0] + [s.count for s in shards])
+        self.positions = np.arange(self._starts[-1]) if positions is None else np.asarray(positions, dtype=np.int64)
         self.dtype = np.dtype(np.float32)
+        self._image_bytes = int(np.prod(shards[0].image_shape))
+        self._files: dict[int, int] = {}
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.positions), *self.shards[0].shape[1:])
+        return (len(self.positions), *self.shards[0].image_shape)
 
     @property
     def ndim(self) -> int:
@@ -54,17 +82,35 @@ class ShardedImages:
 
     def select(self, indices) -> ShardedImages:
         """A view of the images at ``indices`` (of this view); reads nothing."""
-        return ShardedImages(self.shards, self.positions[np.asarray(indices)])
+        view = ShardedImages(self.shards, self.positions[np.asarray(indices)])
+        view._files = self._files  # share the open file descriptors
+        return view
+
+    def _fd(self, shard: int) -> int:
+        if shard not in self._files:
+            self._files[shard] = os.open(self.shards[shard].path, os.O_RDONLY)
+        return self._files[shard]
 
     def uint8(self, indices) -> np.ndarray:
-        """The raw uint8 images at ``indices`` (an index array of this view)."""
+        """The raw uint8 images at ``indices`` (an index array of this view), in that order."""
         wanted = self.positions[np.asarray(indices, dtype=np.int64)]
-        out = np.empty((len(wanted), *self.shards[0].shape[1:]), dtype=np.uint8)
-        shard_of = np.searchsorted(self._starts, wanted, side="right") - 1
-        for shard in np.unique(shard_of):  # a few shards per batch, not one call per image
-            mask = shard_of == shard
-            out[mask] = self.shards[shard][wanted[mask] - self._starts[shard]]
-        return out
+        order = np.argsort(wanted, kind="stable")
+        ordered = wanted[order]
+        out = np.empty((len(wanted), self._image_bytes), dtype=np.uint8)
+        shard_of = np.searchsorted(self._starts, ordered, side="right") - 1
+        # runs of consecutive images in one shard: one read each
+        breaks = np.flatnonzero((np.diff(ordered) != 1) | (np.diff(shard_of) != 0)) + 1
+        starts = np.concatenate([[0], breaks]).astype(np.int64)
+        ends = np.concatenate([breaks, [len(ordered)]]).astype(np.int64)
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            shard = int(shard_of[start])
+            local = int(ordered[start] - self._starts[shard])
+            size = (end - start) * self._image_bytes
+            data = os.pread(self._fd(shard), size, self.shards[shard].offset + local * self._image_bytes)
+            if len(data) != size:
+                raise DataError(f"{self.shards[shard].path}: short read (the file is truncated).")
+            out[order[start:end]] = np.frombuffer(data, dtype=np.uint8).reshape(end - start, -1)
+        return out.reshape(len(wanted), *self.shards[0].image_shape)
 
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
@@ -131,15 +177,18 @@ def read_cache(folder: str | Path) -> CacheContents:
     for entry in manifest["shards"]:
         images_path, meta_path = folder / f"{entry['name']}.images.npy", folder / f"{entry['name']}.meta.npz"
         try:
-            array = np.load(images_path, mmap_mode="r", allow_pickle=False)
+            shard = Shard.open(images_path)
             with np.load(meta_path, allow_pickle=False) as meta:
                 parts = (meta["files"], meta["split"], meta["labels"], meta["attributes"])
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{folder}: shard {entry['name']} cannot be read ({exc}).") from None
         expected = (entry["count"], manifest["size"], manifest["size"], manifest["channels"])
-        if array.shape != expected or array.dtype != np.uint8 or len(parts[0]) != entry["count"]:
-            raise DataError(f"{images_path}: shape {array.shape} {array.dtype}, manifest says {expected} uint8.")
-        shards.append(array)
+        size = images_path.stat().st_size - shard.offset
+        if (shard.count, *shard.image_shape) != expected or len(parts[0]) != entry["count"] or \
+                size != shard.count * int(np.prod(shard.image_shape)):
+            raise DataError(f"{images_path}: holds {(shard.count, *shard.image_shape)} ({size} bytes), "
+                            f"the manifest says {expected} uint8.")
+        shards.append(shard)
         for store, part in zip((files, split, labels, attributes), parts):
             store.append(part)
     return CacheContents(
