@@ -68,7 +68,7 @@ def main() -> None:
                 batches[next(order) % len(batches)]
 
         pipeline = median_rate(read_batches, steps * 128, repeats=3)
-        rows.append((f"pipeline alone: {steps} batches of 128 from the memory-mapped cache", pipeline))
+        rows.append((f"pipeline alone: {steps} batches of 128 read from the cache", pipeline))
 
         keras.utils.set_random_seed(0)
         model = build_model(ModelConfig(**CELEBA_VAE), seed=0)
