@@ -345,7 +345,7 @@ class TrainConfig:
     steps_per_execution: int = _doc(
         "Training steps per compiled call, at most; the largest divisor of the epoch's steps not above it "
         "is used, so no call straddles two epochs. Fewer Python round trips; the progress bar updates "
-        "every that many steps.",
+        "every that many steps. Always 1 on the PyTorch backend.",
         8,
     )
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = _doc(

@@ -194,7 +194,10 @@ def steps_per_execution(steps_per_epoch: int, most: int) -> int:
 
     Keras fetches ``steps_per_execution`` batches per call; our batch sequence runs on across
     epochs, so a call that did not end with its epoch would take the next epoch's batches.
+    Keras' PyTorch backend runs one step per call.
     """
+    if keras.backend.backend() == "torch":
+        return 1
     return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
