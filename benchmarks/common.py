@@ -46,3 +46,22 @@ def median_rate(fn, items_per_call: int, repeats: int) -> float:
         fn()
         rates.append(items_per_call / (time.perf_counter() - start))
     return float(np.median(rates))
+
+
+def step_timer(batch_size: int):
+    """A Keras callback timing the steps after its first batch-end call (with steps_per_execution
+    = k, batch-end calls come every k steps); ``rate()`` gives images per second."""
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.marks = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.marks.append((batch, time.perf_counter()))
+
+        def rate(self):
+            (b0, t0), (b1, t1) = self.marks[0], self.marks[-1]
+            return (b1 - b0) * batch_size / (t1 - t0)
+
+    return StepTimer()

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from common import FASHION_VAE  # noqa: E402
+from common import FASHION_VAE, step_timer  # noqa: E402
 
 BATCH = 128
 VARIANTS = {
@@ -38,20 +37,7 @@ VARIANTS = {
 
 
 def timer():
-    import keras
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.marks = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.marks.append((batch, time.perf_counter()))
-
-        def rate(self):
-            (b0, t0), (b1, t1) = self.marks[0], self.marks[-1]
-            return (b1 - b0) * BATCH / (t1 - t0)
-
-    return Timer()
+    return step_timer(BATCH)
 
 
 def zspace_variant(name, images, steps):

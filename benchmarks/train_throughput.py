@@ -35,32 +35,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import CELEBA_VAE, FASHION_VAE  # noqa: E402
+from common import CELEBA_VAE, FASHION_VAE, step_timer  # noqa: E402
 from peers import gemm_gflops, keras_docs_vae, torch_vae, training_flops_per_image  # noqa: E402
 
 BATCH = 128
 WARM_STEPS = 2
 
 
-class StepTimer:
-    """Keras callback timing the steps after the first batch-end call (with steps_per_execution
-    = k, batch-end calls come every k steps)."""
-
-    def __new__(cls):
-        import keras
-
-        class _Timer(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.marks = []
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.marks.append((batch, time.perf_counter()))
-
-            def rate(self):
-                (b0, t0), (b1, t1) = self.marks[0], self.marks[-1]
-                return (b1 - b0) * BATCH / (t1 - t0)
-
-        return _Timer()
+def StepTimer():  # noqa: N802 (reads like the class it returns)
+    return step_timer(BATCH)
 
 
 def zspace_stack(config, images, steps, precision="float32"):
