@@ -42,10 +42,6 @@ BATCH = 128
 WARM_STEPS = 2
 
 
-def StepTimer():  # noqa: N802 (reads like the class it returns)
-    return step_timer(BATCH)
-
-
 def zspace_stack(config, images, steps, precision="float32"):
     from zspace.config import RunConfig, TrainConfig
     from zspace.training.callbacks import NonFiniteGuard
@@ -56,7 +52,7 @@ def zspace_stack(config, images, steps, precision="float32"):
     epoch = [0]
 
     def run():
-        timer = StepTimer()
+        timer = step_timer(BATCH)
         batches = input_batches(images, run_config.train, seed=0, start_epoch=epoch[0], end_epoch=epoch[0] + 1)
         model.fit(batches, steps_per_epoch=steps, epochs=epoch[0] + 1, initial_epoch=epoch[0], shuffle=False,
                   callbacks=[NonFiniteGuard(), timer], verbose=0)
@@ -74,7 +70,7 @@ def keras_docs_stack(config, images, steps):
     x = images[: steps * BATCH]
 
     def run():
-        timer = StepTimer()
+        timer = step_timer(BATCH)
         vae.fit(x, epochs=1, batch_size=BATCH, shuffle=True, callbacks=[timer], verbose=0)
         return timer.rate()
 

@@ -198,8 +198,8 @@ class ModelConfig:
     )
     logvar_max: float = _doc(
         "Smooth upper bound on logvar (max - softplus(max - logvar)): exp(logvar) and z stay finite "
-        "even for a diverging encoder, in float16 too (|z| <= exp(max / 2) * epsilon_clip); below "
-        "about max - 5 it changes nothing.",
+        "even for a diverging encoder, in float16 too (the noise term exp(logvar / 2) * eps is at most "
+        "exp(max / 2) * epsilon_clip); below about max - 5 it changes nothing.",
         10.0,
     )
     epsilon_scale: float = _doc(

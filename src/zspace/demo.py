@@ -75,7 +75,7 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
     reports = []
     for kind in ("ae", "vae"):
         analyze_run(Path(out_dir) / kind, analysis_config, dataset=data)
-        reports.append(collect_run(Path(out_dir) / kind))
+        reports.append(collect_run(Path(out_dir) / kind, dataset=data))
     return rows, write_html_report(reports, Path(out_dir) / "report.html")
 
 

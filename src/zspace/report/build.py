@@ -13,6 +13,7 @@ from PIL import Image
 
 from zspace.analysis import Analysis, analyze_run, load_analysis
 from zspace.config import AnalysisConfig, RunConfig
+from zspace.data.tasks import example_inputs
 from zspace.generation import GalleryConfig, write_gallery
 from zspace.report import plots
 from zspace.storage import atomic_write_bytes, atomic_write_text
@@ -46,11 +47,12 @@ class RunReport:
 
 
 def collect_run(run_dir: str | Path, analysis_config: AnalysisConfig | None = None,
-                gallery_config: GalleryConfig = GalleryConfig()) -> RunReport:
+                gallery_config: GalleryConfig = GalleryConfig(), dataset=None) -> RunReport:
     """Loads a run's history and analysis (running ``analyze`` first if it has none) and writes its gallery.
 
     Args:
         analysis_config: settings for the analysis when it has to run; None = defaults.
+        dataset: the run's :class:`zspace.data.Dataset` when the caller has it loaded already.
     """
     from zspace.training import load_run, read_history, run_data
 
@@ -59,11 +61,9 @@ def collect_run(run_dir: str | Path, analysis_config: AnalysisConfig | None = No
     try:
         analysis = load_analysis(root)
     except FileNotFoundError:
-        analysis = analyze_run(root, analysis_config or AnalysisConfig())
-    from zspace.data.tasks import example_inputs
-
+        analysis = analyze_run(root, analysis_config or AnalysisConfig(), dataset)
     t = config.train
-    x_val = np.asarray(run_data(config)[1].x_val[: gallery_config.n], dtype=np.float32)
+    x_val = np.asarray(run_data(config, dataset)[1].x_val[: gallery_config.n], dtype=np.float32)
     inputs = example_inputs(x_val, t.task, t.noise_sigma, t.drop_fraction, seed=gallery_config.seed)
     z_train = analysis.arrays["z"][analysis.arrays["split"] == 0]
     gallery = write_gallery(model, x_val, z_train, root / "gallery", gallery_config, inputs)
