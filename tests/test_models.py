@@ -12,6 +12,7 @@ from conftest import tiny_model_config
 from zspace.config import ModelConfig
 from zspace.errors import ModelFileError
 from zspace.models import Autoencoder, KLDivergenceLoss, Sampling, build_model, kl_per_image, load_model
+from zspace.models.layers import FusibleLeakyReLU
 from zspace.models.losses import LogvarKLLoss, MuKLLoss, ReconstructionLoss
 from zspace.models.saving import save_model
 
@@ -127,13 +128,53 @@ def test_kl_weight_scales_the_kl_term(images):
     assert logs[3.0]["kl_divergence"] == pytest.approx(logs[1.0]["kl_divergence"], rel=1e-5)
 
 
-def test_reported_reco_loss_equals_independent_numpy_bce(images):
-    model = build_model(tiny_model_config(epsilon_scale=0.0), seed=0)
+@pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
+def test_reported_losses_equal_independent_numpy_values(images, method):
+    """reco_loss is derived (total - KL terms), so check it, and the KL, against numpy."""
+    model = build_model(tiny_model_config(epsilon_scale=0.0, kl_factor=0.7, kl_method=method), seed=0)
     model.compile()
     logs = model.test_on_batch(images, images, return_dict=True)
     out = np.clip(model.reconstruct(images).astype(np.float64), 1e-7, 1 - 1e-7)
     bce = -(images * np.log(out) + (1 - images) * np.log(1 - out)).reshape(len(images), -1).sum(1).mean()
+    encoded = {k: v.astype(np.float64) for k, v in model.encode(images).items()}
+    kl = (-0.5 * (1 + encoded["logvar"] - encoded["mu"] ** 2 - np.exp(encoded["logvar"])).sum(1)).mean()
     assert logs["reco_loss"] == pytest.approx(bce, rel=1e-4)
+    assert logs["kl_divergence"] == pytest.approx(kl, rel=1e-4)
+    assert logs["kl_loss"] == pytest.approx(0.7 * kl, rel=1e-4)
+    assert logs["total_loss"] == pytest.approx(bce + 0.7 * kl, rel=1e-4)
+
+
+@pytest.mark.parametrize("slope", [0.3, 0.0])
+def test_fusible_leaky_relu_has_leaky_relu_values_and_gradients(slope):
+    x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]], "float32")
+    fusible, plain = FusibleLeakyReLU(negative_slope=slope), keras.layers.LeakyReLU(negative_slope=slope)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fusible(x)), keras.ops.convert_to_numpy(plain(x)))
+    np.testing.assert_array_equal(input_gradient(fusible, x), input_gradient(plain, x))
+    np.testing.assert_allclose(input_gradient(fusible, x)[0], [slope, slope, slope, 1.0, 1.0], rtol=1e-6)
+    assert FusibleLeakyReLU.from_config(fusible.get_config()).negative_slope == slope
+
+
+def input_gradient(layer, x):
+    """d sum(layer(x) * w) / dx for fixed weights w = 1..n, on the active backend."""
+    weights = np.arange(1, x.shape[-1] + 1, dtype="float32")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(layer(x) * weights)
+        return tape.gradient(y, x).numpy() / weights
+    if backend == "torch":
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        (layer(x) * torch.from_numpy(weights)).sum().backward()
+        return x.grad.numpy() / weights
+    import jax
+
+    return np.asarray(jax.grad(lambda v: (layer(v) * weights).sum())(x)) / weights
 
 
 # --- sampling ----------------------------------------------------------------------
@@ -179,6 +220,7 @@ def test_same_seed_same_noise():
     ReconstructionLoss("mse"),
     MuKLLoss(0.3),
     LogvarKLLoss(0.3),
+    FusibleLeakyReLU(negative_slope=0.2),
 ])
 def test_config_round_trip_of_registered_objects(obj):
     config = obj.get_config()

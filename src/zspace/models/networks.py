@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from zspace.config import ModelConfig
-from zspace.models.layers import Sampling, SoftUpperClip
+from zspace.models.layers import FusibleLeakyReLU, Sampling, SoftUpperClip
 
 __all__ = ["build_encoder", "build_decoder"]
 
@@ -23,7 +23,7 @@ def _hidden_activation(x, config: ModelConfig, prefix: str):
     if config.batch_norm:
         x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
     if config.activation == "leaky_relu":
-        x = layers.LeakyReLU(name=f"{prefix}_act")(x)
+        x = FusibleLeakyReLU(name=f"{prefix}_act")(x)
     else:
         x = layers.Activation(config.activation, name=f"{prefix}_act")(x)
     if config.dropout_rate > 0:
