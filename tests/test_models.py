@@ -150,7 +150,8 @@ def test_fusible_leaky_relu_has_leaky_relu_values_and_gradients(slope):
     fusible, plain = FusibleLeakyReLU(negative_slope=slope), keras.layers.LeakyReLU(negative_slope=slope)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fusible(x)), keras.ops.convert_to_numpy(plain(x)))
     np.testing.assert_array_equal(input_gradient(fusible, x), input_gradient(plain, x))
-    np.testing.assert_allclose(input_gradient(fusible, x)[0], [slope, slope, slope, 1.0, 1.0], rtol=1e-6)
+    # at x = 0 the backends differ (TensorFlow: slope, JAX: 1); the layer follows its backend
+    np.testing.assert_allclose(input_gradient(fusible, x)[0, [0, 1, 3, 4]], [slope, slope, 1.0, 1.0], rtol=1e-6)
     assert FusibleLeakyReLU.from_config(fusible.get_config()).negative_slope == slope
 
 

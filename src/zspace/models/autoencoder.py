@@ -37,12 +37,15 @@ class FirstNonFiniteStep(keras.metrics.Metric):
         self.first = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="first")
 
     def update_state(self, value, sample_weight=None):
-        self.count.assign(self.count + 1.0)
+        # Plain tensors in ops.where: JAX >= 0.10.2 refuses Keras variables there.
+        count = ops.convert_to_tensor(self.count) + 1.0
+        first = ops.convert_to_tensor(self.first)
         bad = ops.logical_not(ops.all(ops.isfinite(value)))
-        self.first.assign(ops.where(ops.logical_and(bad, ops.equal(self.first, 0.0)), self.count, self.first))
+        self.count.assign(count)
+        self.first.assign(ops.where(ops.logical_and(bad, ops.equal(first, 0.0)), count, first))
 
     def result(self):
-        return self.first
+        return ops.convert_to_tensor(self.first)
 
 
 @keras.saving.register_keras_serializable(package="zspace")
@@ -50,7 +53,8 @@ class Autoencoder(keras.Model):
     """Convolutional AE or VAE.
 
     ``call`` returns a dict: ``reconstruction`` (batch, H, W, C) and ``z`` (batch, z_dim),
-    plus ``mu`` and ``logvar`` (batch, z_dim) for a VAE.
+    plus ``mu`` and ``logvar`` (batch, z_dim) and ``weighted_kl`` (batch,), each image's
+    kl_factor * kl_scale * KL in nats, for a VAE.
 
     How the KL term reaches the optimizer depends on ``config.kl_method``:
 
@@ -108,16 +112,16 @@ class Autoencoder(keras.Model):
             outputs["mu"], outputs["logvar"] = self.kl_loss_layer(
                 [encoded["mu"], encoded["logvar"]], scale=self.kl_scale
             )
-        elif self.kl_method == "add_loss":
-            self.add_loss(self.weighted_kl(encoded["mu"], encoded["logvar"]))
+        if self.is_vae:
+            # An output rather than a read of kl_scale in compute_metrics: Keras' JAX trainer
+            # empties the model's variables while it trains, so only outputs reach the metrics.
+            outputs["weighted_kl"] = self.kl_weight() * kl_per_image(encoded["mu"], encoded["logvar"])
+        if self.kl_method == "add_loss":
+            self.add_loss(ops.mean(outputs["weighted_kl"]))
         outputs["reconstruction"] = self.decoder(encoded["z"], training=training)
         return outputs
 
     # --- losses -------------------------------------------------------------------
-    def weighted_kl(self, mu, logvar):
-        """kl_factor * kl_scale * batch mean of the KL divergence (scalar, float32)."""
-        return self.kl_weight() * ops.mean(kl_per_image(mu, logvar))
-
     def kl_weight(self):
         """kl_factor * kl_scale (scalar, float32): the weight of the KL term right now."""
         return self.model_config.kl_factor * ops.cast(self.kl_scale, "float32")
@@ -129,7 +133,7 @@ class Autoencoder(keras.Model):
         )
         if not self.is_vae:
             return reco, ops.zeros_like(reco)
-        return reco, self.weighted_kl(y_pred["mu"], y_pred["logvar"])
+        return reco, ops.mean(y_pred["weighted_kl"])
 
     def explicit_loss(self, y, y_pred, extra_losses=()):
         """reco + kl_factor * KL + extra layer losses (regularisers), computed directly."""
@@ -180,7 +184,7 @@ class Autoencoder(keras.Model):
         if self.is_vae:
             raw_kl = ops.mean(kl_per_image(y_pred["mu"], y_pred["logvar"]))
             self.kl_divergence_tracker.update_state(raw_kl, sample_weight=batch_size)
-            kl = self.kl_weight() * raw_kl
+            kl = ops.mean(y_pred["weighted_kl"])
         else:
             kl = ops.zeros((), dtype="float32")
         self.kl_loss_tracker.update_state(kl, sample_weight=batch_size)
