@@ -3,16 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
-# Second Keras backend the model tests run on (torch 2.13.0 is a local CPU wheel).
-SECOND_BACKEND ?= torch
+# The other Keras backends the model tests (-m backend) run on (torch 2.13.0 is a local CPU wheel).
+OTHER_BACKENDS ?= torch jax
 
 .PHONY: demo test test-fast test-backend clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) -e ".[test,torch]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import zspace, keras, torch, pytest" 
+	$(PIP) -e ".[test,torch,jax]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import zspace, keras, torch, jax, pytest"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
-	KERAS_BACKEND=$(SECOND_BACKEND) $(PY) -m pytest -q -m backend
+	for backend in $(OTHER_BACKENDS); do KERAS_BACKEND=$$backend $(PY) -m pytest -q -m backend || exit 1; done
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"

@@ -1,4 +1,4 @@
-"""Model tests; CI runs them on TensorFlow and on a second backend (KERAS_BACKEND=torch)."""
+"""Model tests; CI runs them on TensorFlow, PyTorch and JAX (KERAS_BACKEND=torch, jax)."""
 
 import dataclasses
 import json
