@@ -131,7 +131,7 @@ class FusibleLeakyReLU(keras.layers.LeakyReLU):
     gradient reads the input, which is the output of the convolution's BiasAdd; grappler's
     remapper then cannot fold Conv2D + BiasAdd + LeakyRelu into one oneDNN kernel and gives up
     every rewrite of the training graph ("remapper failed ... LeakyReluGrad"). With this layer
-    the fusion happens: +5% training img/s on the Fashion-MNIST VAE (benchmarks/levers.py).
+    the fusion happens: about +4% training img/s on the Fashion-MNIST VAE (benchmarks/levers.py).
     Other backends use the plain LeakyReLU.
     """
 
