@@ -22,17 +22,15 @@ def weights_equal(a, b):
 
 @pytest.mark.backend
 @pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
-def test_epoch_kl_metrics_are_consistent_with_a_smaller_last_batch(tmp_path, method):
-    # 1617 training images in batches of 500: the last batch is smaller, the case where
-    # an unweighted mean of batch means would break kl_loss = kl_factor * kl_divergence
-    # against the loss tracker's image-weighted mean (reco_loss is derived from both).
+def test_epoch_metrics_of_every_kl_method_in_a_real_run(tmp_path, method):
+    # 1617 training images in batches of 500 (a smaller last batch); the weighting of the
+    # means over images is checked against numpy in test_models.
     config = tiny_run_config(tmp_path, batch_size=500)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, kl_method=method, kl_factor=2.0))
     result = train(config)
     for row in result.history:
         for prefix in ("", "val_"):
             total, reco, kl = (row[f"{prefix}{m}"] for m in ("total_loss", "reco_loss", "kl_loss"))
-            assert total == pytest.approx(reco + kl, rel=1e-5)
             assert kl == pytest.approx(2.0 * row[f"{prefix}kl_divergence"], rel=1e-5)
             assert 0 < kl < total and reco > 0
 
