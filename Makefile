@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # The other Keras backends the model tests (-m backend) run on (torch 2.13.0 is a local CPU wheel).
 OTHER_BACKENDS ?= torch jax
 
-.PHONY: demo test test-fast test-backend clean
+.PHONY: demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
