@@ -65,7 +65,7 @@ def test_vae_internals_of_constructed_arrays():
     assert out.kl_total == pytest.approx((kl_first + kl_second) / 2)
     assert out.kl_per_dim.shape == (2,)
     assert r_diff_first < out.radius_abs_diff_max
-    json.dumps(out.to_dict(), allow_nan=False)  # strict JSON: infinities become strings
+    json.dumps(out.to_json(), allow_nan=False)  # strict JSON: infinities become strings
 
 
 def test_bad_shapes():

@@ -1,9 +1,10 @@
 """zspace: train convolutional AEs and VAEs on images and look inside their latent space."""
 
 from zspace.config import ModelConfig, RunConfig, TrainConfig, load_config
+from zspace.rundir import Run
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "TrainConfig", "RunConfig", "load_config", "train", "load_run"]
+__all__ = ["ModelConfig", "TrainConfig", "RunConfig", "Run", "load_config", "train", "load_run"]
 
 
 def __getattr__(name):

@@ -77,7 +77,7 @@ def train(
         run_config = load_config(config).with_overrides(parse_overrides(set_ or []))
         result = train_run(run_config)
         last = result.history[-1] if result.history else {}
-        typer.echo(f"run {result.files.root}: {len(result.history)} epochs, "
+        typer.echo(f"run {result.run.root}: {len(result.history)} epochs, "
                    f"val_total_loss={last.get('val_total_loss', float('nan')):.4f}")
 
 
@@ -89,20 +89,11 @@ def encode(
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
 ) -> None:
     """Encode the run's dataset: z (and mu, logvar for a VAE), labels, attributes and split per image."""
-    import numpy as np
-
     from zspace.analysis import encode_run_images, save_encoding
-    from zspace.training import load_run
+    from zspace.rundir import Run
 
     with _clear_errors():
-        config, model = load_run(run)
-        encoded = encode_run_images(config, model, split.value, batch_size=batch_size)
-        arrays = {**encoded.codes, "split": encoded.split}
-        if encoded.labels is not None:
-            arrays["labels"] = encoded.labels
-        if encoded.attributes is not None:
-            arrays["attributes"] = encoded.attributes
-            arrays["attribute_names"] = np.asarray(encoded.attribute_names, dtype=str)
+        arrays = encode_run_images(Run.open(run), split.value, batch_size=batch_size).to_arrays()
         save_encoding(out, arrays)
         typer.echo(f"wrote {out}: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}")
 
@@ -114,20 +105,20 @@ def analyze(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k_max=40.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset to encode instead of the run's (e.g. idx:DIR).")] = None,
 ) -> None:
-    """Encode the run's dataset and write analysis.json and analysis.npz into the run directory."""
+    """Encode the run's dataset and write its analysis (records and arrays) into the run directory."""
     from zspace.analysis import analyze_run
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.data import load_dataset
+    from zspace.rundir import Run
 
     with _clear_errors():
         base = AnalysisConfig.load(config) if config else AnalysisConfig()
         analysis_config = base.with_overrides(parse_overrides(set_ or []))
-        dataset = load_dataset(data) if data else None
-        result = analyze_run(run, analysis_config, dataset)
-        s = result.summary
-        typer.echo(f"analysed {s['n_points']} z-points of dimension {s['z_dim']}: mean radius "
-                   f"{s['radius']['mean']:.3f} (N(0, I): {s['radius']['expected_normal']:.3f}), "
-                   f"active units {s['axes']['active_units']}; wrote {run / 'analysis.json'}")
+        target = Run.open(run, load_dataset(data) if data else None)
+        a = analyze_run(target, analysis_config)
+        typer.echo(f"analysed {a.n_points} z-points of dimension {a.z_dim}: mean radius {a.radius.mean:.3f} "
+                   f"(N(0, I): {a.radius.expected_normal:.3f}), active units {a.axes.active_units}; "
+                   f"wrote {target.analysis_json}")
 
 
 @app.command()
@@ -152,12 +143,11 @@ def generate(
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Decode random z-points (or reconstructions, or an interpolation) and save an image grid."""
-    import numpy as np
+    from dataclasses import replace
 
     from zspace import generation as g
-    from zspace.analysis import encode_run_images
     from zspace.errors import ConfigError
-    from zspace.training import load_run, run_data
+    from zspace.rundir import Run
 
     with _clear_errors():
         if sum(bool(v) for v in (reconstruct, interpolate, attribute)) > 1:
@@ -165,63 +155,31 @@ def generate(
         limits = limit or [1.0]
         if min(limits) <= 0:
             raise ConfigError(f"--limit must be positive. Received: {limits}")
-        config, model = load_run(run)
+        r = Run.open(run)
         if attribute:
-            from zspace.analysis import load_analysis
-            from zspace.data.tasks import inference_inputs
-
-            analysis = load_analysis(run)
-            names = analysis.summary.get("attributes", {}).get("names", [])
-            if attribute not in names:
-                listed = names or "(none: the dataset has no attributes)"
-                raise ConfigError(f"--attribute must be one of the analysed attributes {listed}. "
-                                  f"Received: {attribute!r}")
-            strengths = strength or [-1.0, 0.0, 1.0, 2.0]
-            x_val = run_data(config)[1].x_val
-            count = min(n, len(x_val))
-            inputs = inference_inputs(np.asarray(x_val[:count], dtype=np.float32), config.train.task)
-            vector = analysis.arrays["attribute_vectors"][names.index(attribute)]
-            images, cols = g.attribute_shift(model, inputs, vector, strengths), cols or count
-        elif reconstruct or interpolate:
-            from zspace.data.tasks import example_inputs
-
-            t = config.train
-            x_val = run_data(config)[1].x_val
-            if interpolate:
-                bad = [i for i in interpolate if not 0 <= i < len(x_val)]
-                if bad:
-                    raise ConfigError(f"--interpolate indices must be in [0, {len(x_val)}). Received: {bad}")
-                ends = np.asarray(x_val[list(interpolate)], dtype=np.float32)
-                ends = example_inputs(ends, t.task, t.noise_sigma, t.drop_fraction, seed) if t.task != "reconstruct" else ends
-                images = g.interpolate(model, ends[0], ends[1], steps=max(n, 2))
-            else:
-                count = min(n, len(x_val))
-                targets = np.asarray(x_val[:count], dtype=np.float32)
-                inputs = example_inputs(targets, t.task, t.noise_sigma, t.drop_fraction, seed)
-                images, cols = g.reconstruction_pairs(model, targets, cols=count, inputs=inputs), cols or count
+            grid = g.attribute_grid(r, attribute, n, strength or g.DEFAULT_STRENGTHS)
+        elif reconstruct:
+            grid = g.reconstruction_grid(r, n, seed)
+        elif interpolate:
+            grid = g.interpolation_grid(r, *interpolate, steps=n, seed=seed)
         elif dist == Dist.gmm:
-            codes = encode_run_images(config, model, "train").codes
-            sampler = g.GaussianMixtureSampler(components, random_state=seed).fit(codes["z"])
-            images = model.decode(sampler.sample(n))
+            grid = g.gmm_grid(r, n, components, seed)
         elif dist == Dist.uniform and len(limits) > 1:
-            images, cols = g.uniform_sweep(model, limits, n, seed=seed), cols or n
+            grid = g.uniform_sweep_grid(r, limits, n, seed)
         else:
-            images = g.generate_images(model, n, dist.value, limits[0], seed)
-        g.save_grid(out, images, cols=cols)
-        typer.echo(f"wrote {out}")
-        if sharpen is not None:
-            sharp = out.with_name(f"{out.stem}_sharp{sharpen:g}{out.suffix}")
-            g.save_grid(sharp, g.sharpen(images, sharpen), cols=cols)
-            typer.echo(f"wrote {sharp}")
+            grid = g.sample_grid(r, n, dist.value, limits[0], seed)
+        for path in g.write_grid(out, replace(grid, cols=cols or grid.cols), sharpen):
+            typer.echo(f"wrote {path}")
 
 
 def _collect(runs: list[Path], set_: list[str] | None, sharpen: float | None):
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.generation import GalleryConfig
     from zspace.report import collect_run
+    from zspace.rundir import Run
 
     analysis_config = AnalysisConfig().with_overrides(parse_overrides(set_ or []))
-    return [collect_run(run, analysis_config, GalleryConfig(sharpen_factor=sharpen)) for run in runs]
+    return [collect_run(Run.open(run), analysis_config, GalleryConfig(sharpen_factor=sharpen)) for run in runs]
 
 
 Runs = Annotated[list[Path], typer.Argument(help="Run directories.", exists=True, file_okay=False)]

@@ -10,9 +10,8 @@ import numpy as np
 from zspace.analysis import analyze_run, encode_images
 from zspace.config import AnalysisConfig, load_config
 from zspace.data import find_local_dataset, load_dataset
-from zspace.generation import generate_images, reconstruction_pairs, save_grid
 from zspace.report import collect_run, write_html_report
-from zspace.training import RunResult, run_data, train
+from zspace.training import train
 
 __all__ = ["run_demo", "format_summary", "DemoRow"]
 
@@ -28,14 +27,6 @@ class DemoRow:
     val_kl_loss: float
     mean_radius: float
     files: tuple[Path, ...]
-
-
-def _images_of(result: RunResult, x_val: np.ndarray, out: Path) -> tuple[Path, ...]:
-    model = result.model
-    n = min(20, len(x_val) - len(x_val) % 10)
-    reco = save_grid(out / "reconstructions.png", reconstruction_pairs(model, x_val[:n]), cols=10)
-    random = save_grid(out / "random_normal.png", generate_images(model, 30, "normal", seed=0), cols=10)
-    return reco, random
 
 
 def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, out_dir: str | Path,
@@ -54,28 +45,25 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
           + ("" if use_fashion else " (Fashion-MNIST is not on this machine; using the embedded digits)"),
           flush=True)
     data = load_dataset(config.train.dataset, config.train.data_dir)
-    rows = []
+    results = []
     for kind in ("ae", "vae"):
         run_config = config.with_overrides({"kind": kind, "run_dir": str(Path(out_dir) / kind)})
         print(f"[zspace demo] training the {kind.upper()} into {run_config.train.run_dir}", flush=True)
-        result = train(run_config, dataset=data)
-        x_val = run_data(run_config, data)[1].x_val
-        z = encode_images(result.model, x_val)["z"]
-        last = result.history[-1]
-        rows.append(DemoRow(
-            kind=kind,
-            epochs=int(last["epoch"]),
-            val_total_loss=last["val_total_loss"],
-            val_reco_loss=last["val_reco_loss"],
-            val_kl_loss=last["val_kl_loss"],
-            mean_radius=float(np.linalg.norm(z, axis=1).mean()),
-            files=_images_of(result, x_val, result.files.root),
-        ))
+        results.append(train(run_config, dataset=data))
     print("[zspace demo] analysing both runs and writing the report", flush=True)
-    reports = []
-    for kind in ("ae", "vae"):
-        analyze_run(Path(out_dir) / kind, analysis_config, dataset=data)
-        reports.append(collect_run(Path(out_dir) / kind, dataset=data))
+    rows, reports = [], []
+    for result in results:
+        analyze_run(result.run, analysis_config)
+        report = collect_run(result.run)
+        reports.append(report)
+        last = result.history[-1]
+        z = encode_images(result.model, result.run.split.x_val)["z"]
+        rows.append(DemoRow(
+            kind=result.config.model.kind, epochs=int(last["epoch"]), val_total_loss=last["val_total_loss"],
+            val_reco_loss=last["val_reco_loss"], val_kl_loss=last["val_kl_loss"],
+            mean_radius=float(np.linalg.norm(z, axis=1).mean()),
+            files=(report.gallery["reconstructions"], report.gallery["normal"]),
+        ))
     return rows, write_html_report(reports, Path(out_dir) / "report.html")
 
 

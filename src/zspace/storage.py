@@ -43,8 +43,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     Example::
 
-        with atomic_path("run/model.keras") as tmp:
-            model.save(tmp)
+        with atomic_path("out/grid.png") as tmp:
+            picture.save(tmp, format="PNG")
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """Latent-space analysis: encoding, radius / axis / VAE statistics, clustering, projections."""
 
-from zspace.analysis.analyze import Analysis, analyze_codes, analyze_run, load_analysis
+from zspace.analysis.analyze import analyze_codes, analyze_run, load_analysis
 from zspace.analysis.clustering import InertiaCurve, elbow, inertia_sweep
 from zspace.analysis.encoding import encode_images, encode_run_images, save_encoding
 from zspace.analysis.projection import pca_projection, tsne_projection
+from zspace.analysis.records import Analysis
 from zspace.analysis.statistics import axis_stats, expected_normal_radius, radius_stats, vae_internals
 
 __all__ = [

@@ -1,48 +1,27 @@
 """``zspace analyze``: encode a run's dataset and compute every z-space statistic.
 
-Results go to the run directory: ``analysis.json`` (config, scalars, tables, small
-histograms, timings) and ``analysis.npz`` (z, mu, logvar, labels, embeddings).
+The result is an :class:`Analysis` record; :meth:`zspace.Run.save_analysis` writes it into the
+run directory (analysis.json + analysis.npz).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from zspace.analysis.clustering import inertia_sweep
-from zspace.analysis.encoding import encode_run_images, save_encoding
+from zspace.analysis.encoding import encode_run_images
 from zspace.analysis.projection import pca_projection, tsne_projection
+from zspace.analysis.records import Analysis, AttributeSummary, PCASummary, RunInfo, TSNESummary
 from zspace.analysis.statistics import axis_stats, radius_stats, vae_internals
 from zspace.config import AnalysisConfig
 from zspace.errors import ConfigError
-from zspace.storage import atomic_write_text
+from zspace.rundir import Run
 
-__all__ = ["Analysis", "analyze_codes", "analyze_run", "load_analysis", "attribute_vectors", "ANALYSIS_JSON",
-           "ANALYSIS_NPZ"]
-
-ANALYSIS_JSON = "analysis.json"
-ANALYSIS_NPZ = "analysis.npz"
-
-
-@dataclass
-class Analysis:
-    """Everything ``zspace analyze`` computes.
-
-    Attributes:
-        summary: JSON-ready dict: ``config``, ``kind``, ``z_dim``, ``n_points``, ``radius``,
-            ``radius_mu`` (VAE), ``axes``, ``internals`` (VAE), ``inertia``, ``pca``, ``tsne``,
-            ``seconds`` (time per part).
-        arrays: ``z`` (+ ``mu``, ``logvar``), ``labels`` (if any), ``split``,
-            ``pca_indices``/``pca_embedding``, ``tsne_<n>_indices``/``tsne_<n>_embedding``.
-    """
-
-    summary: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+__all__ = ["Analysis", "analyze_codes", "analyze_run", "load_analysis", "attribute_vectors"]
 
 
 class _Timer:
@@ -77,105 +56,92 @@ def attribute_vectors(codes: np.ndarray, attributes: np.ndarray) -> tuple[np.nda
     return vectors, np.stack([n_with, n_without], axis=1).astype(np.int64)
 
 
+def check_color_by(color_by: str, attribute_names) -> None:
+    """Raises ConfigError unless ``color_by`` is "label" or one of ``attribute_names``."""
+    if color_by != "label" and color_by not in attribute_names:
+        raise ConfigError(f"`color_by` must be \"label\" or one of the dataset's attributes "
+                          f"{list(attribute_names) or '(none)'}. Received: color_by={color_by!r}")
+
+
 def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = AnalysisConfig(),
                   labels: np.ndarray | None = None, attributes: np.ndarray | None = None,
-                  attribute_names: tuple[str, ...] = ()) -> Analysis:
+                  attribute_names: tuple[str, ...] = (), label_names: tuple[str, ...] = ()) -> Analysis:
     """All statistics of encoded points.
 
     Args:
         codes: {"z"} for an AE, {"z", "mu", "logvar"} for a VAE; each (N, z_dim).
-        labels: (N,) integer labels or None.
+        labels: (N,) integer labels or None; ``label_names`` names them when known.
         attributes: (N, A) int8 attributes (+1 / -1) or None, named by ``attribute_names``.
     """
-    colors = labels
-    if config.color_by != "label":
-        if config.color_by not in attribute_names:
-            raise ConfigError(f"`color_by` must be \"label\" or one of the dataset's attributes "
-                             f"{list(attribute_names) or '(none)'}. Received: color_by={config.color_by!r}")
-        colors = (attributes[:, attribute_names.index(config.color_by)] > 0).astype(np.int64)
+    c = config
+    check_color_by(c.color_by, attribute_names)
+    colors = labels if c.color_by == "label" else (
+        attributes[:, attribute_names.index(c.color_by)] > 0).astype(np.int64)
     z = codes["z"]
     is_vae = "mu" in codes
     mu = codes.get("mu", z)
-    c = config
     timer = _Timer()
     radius_range = tuple(c.radius_range) if c.radius_range is not None else None
-    summary: dict[str, Any] = {
-        "config": c.to_dict(), "kind": "vae" if is_vae else "ae", "z_dim": int(z.shape[1]), "n_points": len(z),
-    }
-    summary["radius"] = timer("radius", radius_stats, z, c.radius_bin_width, radius_range).to_dict()
-    axes = tuple(a for a in c.axes if a < z.shape[1])
-    summary["axes"] = timer("axes", axis_stats, z, mu, axes, c.axis_bins, c.active_threshold).to_dict()
+    radius = timer("radius", radius_stats, z, c.radius_bin_width, radius_range)
+    axes = timer("axes", axis_stats, z, mu, tuple(a for a in c.axes if a < z.shape[1]), c.axis_bins,
+                 c.active_threshold)
+    radius_mu = internals = None
     if is_vae:
-        summary["radius_mu"] = radius_stats(mu, c.radius_bin_width, radius_range).to_dict()
-        summary["internals"] = timer(
-            "internals", vae_internals, z, mu, codes["logvar"], z_minus_mu_threshold=c.z_minus_mu_threshold
-        ).to_dict()
+        radius_mu = radius_stats(mu, c.radius_bin_width, radius_range)
+        internals = timer("internals", vae_internals, z, mu, codes["logvar"],
+                          z_minus_mu_threshold=c.z_minus_mu_threshold)
     ks = [k for k in c.ks if k <= len(z)]
-    summary["inertia"] = timer(
-        "inertia", inertia_sweep, z, ks, c.kmeans_seeds, c.kmeans_batch_size
-    ).to_dict() if ks else None
+    inertia = timer("inertia", inertia_sweep, z, ks, c.kmeans_seeds, c.kmeans_batch_size) if ks else None
     pca = timer("pca", pca_projection, z, c.pca_subset, c.seed)
-    summary["pca"] = {"explained_variance_ratio": pca.explained_variance_ratio.tolist()}
     arrays = {**codes, "pca_indices": pca.indices, "pca_embedding": pca.embedding}
-    summary["tsne"] = []
+    tsne = []
     for size in c.tsne_sizes:
         n = min(size, len(z))
         perplexity = min(c.perplexity, (n - 1) / 3)  # openTSNE needs 3 * perplexity < n
-        tsne = timer(f"tsne_{size}", tsne_projection, z, n, perplexity, c.early_exaggeration, c.seed)
-        summary["tsne"].append({"size": n, "perplexity": tsne.perplexity,
-                                "early_exaggeration": tsne.early_exaggeration, "kl_divergence": tsne.kl_divergence})
-        arrays[f"tsne_{n}_indices"], arrays[f"tsne_{n}_embedding"] = tsne.indices, tsne.embedding
+        fit = timer(f"tsne_{size}", tsne_projection, z, n, perplexity, c.early_exaggeration, c.seed)
+        tsne.append(TSNESummary(n, fit.perplexity, fit.early_exaggeration, fit.kl_divergence))
+        arrays[f"tsne_{n}_indices"], arrays[f"tsne_{n}_embedding"] = fit.indices, fit.embedding
     if labels is not None:
         arrays["labels"] = labels
     if colors is not None:
         arrays["colors"] = colors
-    summary["color_by"] = c.color_by if colors is not None else None
+    attribute_summary = None
     if attributes is not None and len(attribute_names):
         vectors, counts = timer("attributes", attribute_vectors, mu, attributes)
         arrays["attributes"], arrays["attribute_vectors"] = attributes, vectors
-        summary["attributes"] = {"names": list(attribute_names), "with": counts[:, 0].tolist(),
-                                 "without": counts[:, 1].tolist(),
-                                 "vector_norms": np.linalg.norm(vectors, axis=1).tolist()}
-    summary["seconds"] = timer.seconds
-    return Analysis(summary, arrays)
+        attribute_summary = AttributeSummary(tuple(attribute_names), tuple(counts[:, 0].tolist()),
+                                             tuple(counts[:, 1].tolist()),
+                                             tuple(np.linalg.norm(vectors, axis=1).tolist()))
+    return Analysis(
+        config=c, kind="vae" if is_vae else "ae", z_dim=int(z.shape[1]), n_points=len(z), radius=radius,
+        axes=axes, pca=PCASummary(pca.explained_variance_ratio), seconds=timer.seconds, radius_mu=radius_mu,
+        internals=internals, inertia=inertia, tsne=tuple(tsne), color_by=c.color_by if colors is not None else None,
+        attributes=attribute_summary, label_names=tuple(label_names) if labels is not None else (), arrays=arrays,
+    )
 
 
-def analyze_run(run_dir: str | Path, config: AnalysisConfig = AnalysisConfig(), dataset=None) -> Analysis:
-    """Encodes the run's dataset (``config.split``), analyses it and writes the results.
+def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()) -> Analysis:
+    """Encodes the run's images (``config.split``), analyses them and saves the result in the run.
 
     Args:
-        run_dir: a finished run directory.
-        dataset: a :class:`zspace.data.Dataset` to use instead of the run's own.
+        run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
     """
-    from zspace.training import load_run, run_data
-
-    run_config, model = load_run(run_dir)
-    full = run_data(run_config, dataset)[0]
-    if config.color_by != "label" and config.color_by not in full.attribute_names:
-        raise ConfigError(f"`color_by` must be \"label\" or one of the dataset's attributes "
-                          f"{list(full.attribute_names) or '(none)'}. Received: color_by={config.color_by!r}")
+    run = run if isinstance(run, Run) else Run.open(run)
+    check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
     start = time.perf_counter()
-    encoded = encode_run_images(run_config, model, config.split, full, config.batch_size)
+    encoded = encode_run_images(run, config.split, config.batch_size)
     encode_seconds = round(time.perf_counter() - start, 3)
-    analysis = analyze_codes(encoded.codes, config, encoded.labels, encoded.attributes, encoded.attribute_names)
-    analysis.arrays["split"] = encoded.split
-    analysis.summary["seconds"]["encode"] = encode_seconds
-    analysis.summary["run"] = {"dir": str(run_dir), "dataset": run_config.train.dataset,
-                               "kl_factor": run_config.model.kl_factor if run_config.model.kind == "vae" else 0.0}
-    root = Path(run_dir)
-    save_encoding(root / ANALYSIS_NPZ, analysis.arrays)
-    atomic_write_text(root / ANALYSIS_JSON, json.dumps(analysis.summary, indent=1, allow_nan=False))
+    analysis = analyze_codes(encoded.codes, config, encoded.labels, encoded.attributes, encoded.attribute_names,
+                             tuple(getattr(run.data, "label_names", ())))
+    model = run.config.model
+    analysis = replace(analysis, arrays={**analysis.arrays, "split": encoded.split},
+                       seconds={**analysis.seconds, "encode": encode_seconds},
+                       run=RunInfo(str(run.root), run.config.train.dataset,
+                                   model.kl_factor if model.kind == "vae" else 0.0))
+    run.save_analysis(analysis)
     return analysis
 
 
-def load_analysis(run_dir: str | Path) -> Analysis:
-    """Reads ``analysis.json`` and ``analysis.npz`` of a run (no pickle)."""
-    root = Path(run_dir)
-    json_path, npz_path = root / ANALYSIS_JSON, root / ANALYSIS_NPZ
-    for path in (json_path, npz_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `zspace analyze {root}` first")
-    summary = json.loads(json_path.read_text(encoding="utf-8"))
-    with np.load(npz_path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return Analysis(summary, arrays)
+def load_analysis(run: Run | str | Path) -> Analysis:
+    """The saved analysis of a run (analysis.json + analysis.npz, no pickle)."""
+    return (run if isinstance(run, Run) else Run.open(run)).load_analysis()

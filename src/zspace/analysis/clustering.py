@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
-from zspace.analysis.statistics import _as_points, _Record
+from zspace.analysis.statistics import _as_points
+from zspace.records import Record
 
 __all__ = ["InertiaCurve", "inertia_sweep", "elbow"]
 
 
 @dataclass(frozen=True)
-class InertiaCurve(_Record):
+class InertiaCurve(Record):
     """Inertia (sum of squared distances to the nearest centre) per k and seed.
 
     Attributes:

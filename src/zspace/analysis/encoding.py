@@ -55,26 +55,31 @@ class EncodedRun:
     attributes: np.ndarray | None = None
     attribute_names: tuple[str, ...] = ()
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for an ``.npz``: the codes, ``split``, and ``labels`` / ``attributes`` / ``attribute_names`` if known."""
+        arrays = {**self.codes, "split": self.split}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        if self.attributes is not None:
+            arrays["attributes"] = self.attributes
+            arrays["attribute_names"] = np.asarray(self.attribute_names, dtype=str)
+        return arrays
 
-def encode_run_images(run_config, model, split: str = "all", dataset=None, batch_size: int = 256) -> EncodedRun:
+
+def encode_run_images(run, split: str = "all", batch_size: int = 256) -> EncodedRun:
     """Encodes the images of a run's dataset (streamed when it is a prepared cache).
 
     Args:
-        run_config: the run's :class:`zspace.config.RunConfig` (gives dataset and split).
-        model: the run's trained model.
+        run: a :class:`zspace.Run` (its model, config and split; its dataset if one was given).
         split: "train", "validation" or "all" (train then validation).
-        dataset: a :class:`zspace.data.Dataset` to use instead of the run's own.
     """
-    from zspace.training import run_data
-
     if split not in ("train", "validation", "all"):
         raise ValueError(f'`split` must be "train", "validation" or "all". Received: split={split!r}')
-    full, data = run_data(run_config, dataset)
+    data = run.split
     parts = {"train": [(data.x_train, data.y_train, data.a_train, 0)],
              "validation": [(data.x_val, data.y_val, data.a_val, 1)]}
     chosen = parts["train"] + parts["validation"] if split == "all" else parts[split]
-    task = run_config.train.task
-    encoded = [encode_images(model, p[0], batch_size, task) for p in chosen]
+    encoded = [encode_images(run.model, p[0], batch_size, run.config.train.task) for p in chosen]
 
     def joined(i):
         return np.concatenate([p[i] for p in chosen]) if all(p[i] is not None for p in chosen) else None
@@ -84,5 +89,5 @@ def encode_run_images(run_config, model, split: str = "all", dataset=None, batch
         labels=joined(1),
         split=np.concatenate([np.full(len(p[0]), p[3], np.int8) for p in chosen]),
         attributes=joined(2),
-        attribute_names=tuple(full.attribute_names),
+        attribute_names=tuple(run.data.attribute_names),
     )

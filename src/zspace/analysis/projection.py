@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
-from zspace.analysis.statistics import _as_points, _Record
+from zspace.analysis.statistics import _as_points
+from zspace.records import Record
 
 __all__ = ["PCAResult", "pca_projection", "TSNEResult", "tsne_projection", "random_subset"]
 
@@ -22,7 +23,7 @@ def random_subset(n_points: int, size: int | None, seed: int = 0) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PCAResult(_Record):
+class PCAResult(Record):
     """Attributes: ``explained_variance_ratio`` (z_dim,), ``embedding`` (n, 2) of the subset ``indices``."""
 
     explained_variance_ratio: np.ndarray
@@ -39,7 +40,7 @@ def pca_projection(z, subset: int | None = 20_000, seed: int = 0) -> PCAResult:
 
 
 @dataclass(frozen=True)
-class TSNEResult(_Record):
+class TSNEResult(Record):
     """Attributes: ``embedding`` (n, 2) of the subset ``indices``, the parameters and the KL of the fit."""
 
     indices: np.ndarray

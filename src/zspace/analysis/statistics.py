@@ -1,14 +1,16 @@
 """Where the z-points lie: radius, per-axis and VAE-internals statistics (pure numpy).
 
-Every function takes arrays and returns a small frozen record whose ``to_dict`` is JSON-ready.
+Every function takes arrays and returns a small frozen :class:`zspace.records.Record`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
+
+from zspace.records import Record
 
 __all__ = [
     "expected_normal_radius",
@@ -35,27 +37,8 @@ def expected_normal_radius(z_dim: int) -> float:
     return math.sqrt(2.0) * math.exp(math.lgamma((z_dim + 1) / 2) - math.lgamma(z_dim / 2))
 
 
-class _Record:
-    def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "inf" / "-inf" / "nan": strict JSON has no such numbers
-    return value
-
-
 @dataclass(frozen=True)
-class RadiusStats(_Record):
+class RadiusStats(Record):
     """L2 radius of z-points.
 
     Attributes:
@@ -113,7 +96,7 @@ def radius_stats(z, bin_width: float = 0.5, value_range: tuple[float, float] | N
 
 
 @dataclass(frozen=True)
-class AxisStats(_Record):
+class AxisStats(Record):
     """Per latent coordinate statistics.
 
     Attributes:
@@ -156,7 +139,7 @@ def axis_stats(z, mu=None, axes=(0, 1), bins: int = 50, threshold: float = 0.01)
 
 
 @dataclass(frozen=True)
-class VAEInternals(_Record):
+class VAEInternals(Record):
     """How a VAE uses its noise.
 
     Attributes:

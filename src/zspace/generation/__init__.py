@@ -10,6 +10,17 @@ from zspace.generation.images import (
     uniform_sweep,
 )
 from zspace.generation.latent import sample_latent
+from zspace.generation.modes import (
+    DEFAULT_STRENGTHS,
+    Grid,
+    attribute_grid,
+    gmm_grid,
+    interpolation_grid,
+    reconstruction_grid,
+    sample_grid,
+    uniform_sweep_grid,
+    write_grid,
+)
 from zspace.generation.samplers import GaussianMixtureSampler
 from zspace.generation.sharpen import sharpen
 
@@ -27,4 +38,13 @@ __all__ = [
     "DEFAULT_LIMITS",
     "image_grid",
     "save_grid",
+    "Grid",
+    "DEFAULT_STRENGTHS",
+    "sample_grid",
+    "uniform_sweep_grid",
+    "gmm_grid",
+    "reconstruction_grid",
+    "interpolation_grid",
+    "attribute_grid",
+    "write_grid",
 ]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from zspace.generation.grid import save_grid
-from zspace.generation.images import generate_images, interpolate, reconstruction_pairs, uniform_sweep
-from zspace.generation.samplers import GaussianMixtureSampler
-from zspace.generation.sharpen import sharpen
+from zspace.generation.modes import (
+    gmm_grid,
+    interpolation_grid,
+    reconstruction_grid,
+    sample_grid,
+    uniform_sweep_grid,
+    write_grid,
+)
 
 __all__ = ["GalleryConfig", "write_gallery", "DEFAULT_LIMITS"]
 
@@ -39,34 +43,27 @@ class GalleryConfig:
     seed: int = 0
 
 
-def write_gallery(model, images: np.ndarray, z_train: np.ndarray, out_dir: str | Path,
-                  config: GalleryConfig = GalleryConfig(), inputs: np.ndarray | None = None) -> dict[str, Path]:
-    """Writes the grids of one model into ``out_dir``; returns {name: png path}.
+def write_gallery(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None
+                  ) -> dict[str, Path]:
+    """Writes the standard grids of a run into its gallery folder; returns {grid name: PNG path}.
 
     Args:
-        model: a trained :class:`zspace.models.Autoencoder`.
-        images: (N, H, W, C) held-out images for reconstructions and interpolation (N >= 2).
-        z_train: (M, z_dim) training z-points for the Gaussian mixture sampler.
-        inputs: the model inputs for ``images`` when they differ (denoise / recolor tasks).
+        run: a :class:`zspace.Run` with a trained model (and at least 2 validation images).
+        z_train: (M, z_dim) training z-points for the Gaussian mixture (None: encode them).
     """
-    out_dir = Path(out_dir)
     c = config
-    rng = np.random.default_rng(c.seed)
-    fit_points = z_train[rng.choice(len(z_train), min(len(z_train), c.gmm_points), replace=False)]
-    components = min(c.gmm_components, len(fit_points))
-    gmm = GaussianMixtureSampler(components, random_state=c.seed).fit(fit_points)
-    n_pairs = min(c.n, len(images))
     grids = {
-        "normal": (generate_images(model, 3 * c.n, "normal", seed=c.seed), c.n),
-        "uniform_sweep": (uniform_sweep(model, c.limits, c.n, seed=c.seed), c.n),
-        "gmm": (model.decode(gmm.sample(3 * c.n)), c.n),
-        "reconstructions": (reconstruction_pairs(
-            model, images[:n_pairs], cols=n_pairs, inputs=None if inputs is None else inputs[:n_pairs]), n_pairs),
-        "interpolation": (interpolate(model, *(images if inputs is None else inputs)[:2], steps=c.n), c.n),
+        "normal": replace(sample_grid(run, 3 * c.n, "normal", seed=c.seed), cols=c.n),
+        "uniform_sweep": uniform_sweep_grid(run, c.limits, c.n, seed=c.seed),
+        "gmm": replace(gmm_grid(run, 3 * c.n, c.gmm_components, c.seed, z_train, c.gmm_points), cols=c.n),
+        "reconstructions": reconstruction_grid(run, c.n, seed=c.seed),
+        "interpolation": replace(interpolation_grid(run, 0, 1, steps=c.n, seed=c.seed), cols=c.n),
     }
     paths = {}
-    for name, (grid_images, cols) in grids.items():
-        paths[name] = save_grid(out_dir / f"{name}.png", grid_images, cols=cols)
-        if c.sharpen_factor is not None and name != "reconstructions":
-            paths[f"{name}_sharp"] = save_grid(out_dir / f"{name}_sharp.png", sharpen(grid_images, c.sharpen_factor), cols=cols)
+    for name, grid in grids.items():
+        sharpen_factor = c.sharpen_factor if name != "reconstructions" else None
+        written = write_grid(run.gallery_path(name), grid, sharpen_factor, run.gallery_path(f"{name}_sharp"))
+        paths[name] = written[0]
+        if len(written) > 1:
+            paths[f"{name}_sharp"] = written[1]
     return paths

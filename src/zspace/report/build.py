@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zspace.analysis import Analysis, analyze_run, load_analysis
+from zspace.analysis import Analysis, analyze_run
 from zspace.config import AnalysisConfig, RunConfig
-from zspace.data.tasks import example_inputs
 from zspace.generation import GalleryConfig, write_gallery
 from zspace.report import plots
+from zspace.rundir import Run
 from zspace.storage import atomic_write_bytes, atomic_write_text
 
 __all__ = ["RunReport", "collect_run", "comparison_tables", "comparison_figures", "write_comparison",
@@ -29,45 +29,41 @@ class RunReport:
     """What the report shows of one run.
 
     Attributes:
-        name: short label (the run directory's name).
-        config: the run's config; history: history.csv rows; analysis: its analysis.
+        run: the run directory; history: its history.csv rows; analysis: its analysis.
         gallery: {grid name: PNG path} written by :func:`zspace.generation.write_gallery`.
     """
 
-    name: str
-    root: Path
-    config: RunConfig
+    run: Run
     history: list[dict[str, float]]
     analysis: Analysis
     gallery: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def config(self) -> RunConfig:
+        return self.run.config
+
+    @property
     def is_vae(self) -> bool:
-        return self.analysis.summary["kind"] == "vae"
+        return self.analysis.is_vae
 
 
-def collect_run(run_dir: str | Path, analysis_config: AnalysisConfig | None = None,
-                gallery_config: GalleryConfig = GalleryConfig(), dataset=None) -> RunReport:
-    """Loads a run's history and analysis (running ``analyze`` first if it has none) and writes its gallery.
+def collect_run(run: Run | str | Path, analysis_config: AnalysisConfig | None = None,
+                gallery_config: GalleryConfig = GalleryConfig()) -> RunReport:
+    """A run's history and analysis (running ``analyze`` first if it has none), and its gallery written.
 
     Args:
+        run: a :class:`zspace.Run` (model and dataset are loaded once for all parts) or its directory.
         analysis_config: settings for the analysis when it has to run; None = defaults.
-        dataset: the run's :class:`zspace.data.Dataset` when the caller has it loaded already.
     """
-    from zspace.training import load_run, read_history, run_data
-
-    root = Path(run_dir)
-    config, model = load_run(root)
-    try:
-        analysis = load_analysis(root)
-    except FileNotFoundError:
-        analysis = analyze_run(root, analysis_config or AnalysisConfig(), dataset)
-    t = config.train
-    x_val = np.asarray(run_data(config, dataset)[1].x_val[: gallery_config.n], dtype=np.float32)
-    inputs = example_inputs(x_val, t.task, t.noise_sigma, t.drop_fraction, seed=gallery_config.seed)
-    z_train = analysis.arrays["z"][analysis.arrays["split"] == 0]
-    gallery = write_gallery(model, x_val, z_train, root / "gallery", gallery_config, inputs)
-    return RunReport(root.name, root, config, read_history(root / "history.csv"), analysis, gallery)
+    run = run if isinstance(run, Run) else Run.open(run)
+    run.model  # noqa: B018  (a run without a model fails here, before any analysis work)
+    analysis = run.load_analysis() if run.has_analysis() else analyze_run(run, analysis_config or AnalysisConfig())
+    gallery = write_gallery(run, gallery_config, analysis.z_train)
+    return RunReport(run, run.history, analysis, gallery)
 
 
 def _f(value, digits: int = 3) -> str:
@@ -94,35 +90,34 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
          "val reco", "val kl"], rows)
     rows = []
     for r in runs:
-        rad = r.analysis.summary["radius"]
-        rows.append([r.name, _f(rad["mean"]), _f(rad["median"]), _f(rad["mode"]), _f(rad["std"]),
-                     _f(rad["shell_50"]), _f(rad["shell_95"]), _f(rad["expected_normal"]), str(rad["above"])])
+        rad = r.analysis.radius
+        rows.append([r.name, _f(rad.mean), _f(rad.median), _f(rad.mode), _f(rad.std),
+                     _f(rad.shell_50), _f(rad.shell_95), _f(rad.expected_normal), str(rad.above)])
     tables["Radius of the z-points"] = (
         ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E||N(0,I)||", "beyond range"], rows)
     rows = []
     for r in runs:
-        ax = r.analysis.summary["axes"]
-        rows.append([r.name, f"{ax['active_units']} / {r.analysis.summary['z_dim']}",
-                     _f(float(np.mean(np.abs(ax["mean"])))), _f(float(np.mean(ax["std"]))),
-                     _f(float(np.min(ax["std"]))), _f(float(np.max(ax["std"])))])
+        ax = r.analysis.axes
+        rows.append([r.name, f"{ax.active_units} / {r.analysis.z_dim}", _f(float(np.mean(np.abs(ax.mean)))),
+                     _f(float(np.mean(ax.std))), _f(float(np.min(ax.std))), _f(float(np.max(ax.std)))])
     tables["Per-axis statistics"] = (["run", "active units", "mean |axis mean|", "mean axis std", "min std",
                                       "max std"], rows)
     rows = []
     for r in runs:
-        inertia = r.analysis.summary["inertia"]
+        inertia = r.analysis.inertia
         if inertia:
-            spread = float(np.max(np.asarray(inertia["std"]) / np.asarray(inertia["mean"])))
-            rows.append([r.name, str(inertia["elbow_k"]), _f(inertia["mean"][0]), _f(inertia["mean"][-1]),
-                         f"{100 * spread:.2f}%", str(len(inertia["seeds"]))])
+            spread = float(np.max(inertia.std / inertia.mean))
+            rows.append([r.name, str(inertia.elbow_k), _f(float(inertia.mean[0])), _f(float(inertia.mean[-1])),
+                         f"{100 * spread:.2f}%", str(len(inertia.seeds))])
     tables["Clustering (MiniBatchKMeans)"] = (["run", "elbow k", "inertia at k min", "inertia at k max",
                                                "max std/mean over seeds", "seeds"], rows)
     rows = []
     for r in runs:
         if r.is_vae:
-            i = r.analysis.summary["internals"]
-            rows.append([r.name, _f(i["logvar_min"]), _f(i["logvar_max"]), _f(i["logvar_mean"]),
-                         _f(i["abs_z_minus_mu_max"]), str(i["n_z_minus_mu_above"]), _f(i["radius_abs_diff_max"]),
-                         _f(i["radius_abs_diff_mean"]), _f(i["radius_rel_diff_mean"]), _f(i["kl_total"])])
+            i = r.analysis.internals
+            rows.append([r.name, _f(i.logvar_min), _f(i.logvar_max), _f(i.logvar_mean), _f(i.abs_z_minus_mu_max),
+                         str(i.n_z_minus_mu_above), _f(i.radius_abs_diff_max), _f(i.radius_abs_diff_mean),
+                         _f(i.radius_rel_diff_mean), _f(i.kl_total)])
     if rows:
         tables["VAE internals"] = (["run", "logvar min", "logvar max", "logvar mean", "max |z-mu|",
                                     "components |z-mu|>thr", "max |r(z)-r(mu)|", "mean |r(z)-r(mu)|",
@@ -132,37 +127,38 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
 
 def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
     """{name: PNG bytes} of the overlaid plots of all runs."""
-    s = [(r.name, r.analysis.summary) for r in runs]
+    s = [(r.name, r.analysis) for r in runs]
     figures = {
         "losses": plots.plot_loss_curves([(r.name, r.history) for r in runs if r.history]),
         "radius": plots.plot_radius_histograms(
-            [(n, a["radius"]["counts"], a["radius"]["edges"], a["radius"]["expected_normal"]) for n, a in s]),
-        "axes": plots.plot_axis_histograms(
-            [(n, {int(k): v for k, v in a["axes"]["histograms"].items()}) for n, a in s]),
-        "explained_variance": plots.plot_explained_variance(
-            [(n, a["pca"]["explained_variance_ratio"]) for n, a in s]),
+            [(n, a.radius.counts, a.radius.edges, a.radius.expected_normal) for n, a in s]),
+        "axes": plots.plot_axis_histograms([(n, a.axes.histograms) for n, a in s]),
+        "explained_variance": plots.plot_explained_variance([(n, a.pca.explained_variance_ratio) for n, a in s]),
     }
-    inertia = [(n, a["inertia"]["ks"], a["inertia"]["mean"], a["inertia"]["std"], a["inertia"]["elbow_k"])
-               for n, a in s if a["inertia"]]
+    inertia = [(n, a.inertia.ks, a.inertia.mean, a.inertia.std, a.inertia.elbow_k) for n, a in s if a.inertia]
     if inertia:
         figures["inertia"] = plots.plot_inertia_curves(inertia)
-    vaes = [(n, a["internals"]) for n, a in s if a["kind"] == "vae"]
+    vaes = [(n, a.internals) for n, a in s if a.internals is not None]
     if vaes:
-        figures["logvar"] = plots.plot_logvar_counts([(n, i["logvar_counts"], i["logvar_edges"]) for n, i in vaes])
-        figures["kl_per_dim"] = plots.plot_kl_per_dim([(n, i["kl_per_dim"]) for n, i in vaes])
+        figures["logvar"] = plots.plot_logvar_counts([(n, i.logvar_counts, i.logvar_edges) for n, i in vaes])
+        figures["kl_per_dim"] = plots.plot_kl_per_dim([(n, i.kl_per_dim) for n, i in vaes])
     return {name: plots.figure_png(fig) for name, fig in figures.items()}
 
 
 def projection_figures(run: RunReport) -> dict[str, bytes]:
-    """{name: PNG bytes}: PCA and t-SNE scatters of one run, coloured by label when there are labels."""
-    a = run.analysis.arrays
-    labels = a.get("colors", a.get("labels"))
-    pick = (lambda idx: labels[idx]) if labels is not None else (lambda idx: None)
-    figures = {"pca": plots.plot_embedding(a["pca_embedding"], pick(a["pca_indices"]), f"{run.name}: PCA")}
-    for t in run.analysis.summary["tsne"]:
-        n = t["size"]
-        title = f"{run.name}: t-SNE of {n} points (perplexity {t['perplexity']:g})"
-        figures[f"tsne_{n}"] = plots.plot_embedding(a[f"tsne_{n}_embedding"], pick(a[f"tsne_{n}_indices"]), title)
+    """{name: PNG bytes}: PCA and t-SNE scatters of one run, coloured by label (named when known) or attribute."""
+    a = run.analysis
+    colors = a.colors
+    names = a.label_names if a.color_by == "label" else (f"not {a.color_by}", a.color_by) if a.color_by else ()
+
+    def scatter(name: str, title: str):
+        indices, embedding = a.embedding(name)
+        return plots.plot_embedding(embedding, None if colors is None else colors[indices], title, names)
+
+    figures = {"pca": scatter("pca", f"{run.name}: PCA")}
+    for t in a.tsne:
+        figures[f"tsne_{t.size}"] = scatter(f"tsne_{t.size}", f"{run.name}: t-SNE of {t.size} points "
+                                                             f"(perplexity {t.perplexity:g})")
     return {name: plots.figure_png(fig) for name, fig in figures.items()}
 
 

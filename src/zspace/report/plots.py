@@ -70,7 +70,7 @@ def plot_axis_histograms(series) -> Figure:
     fig, axes = plt.subplots(1, max(len(axes_ids), 1), figsize=(4 * max(len(axes_ids), 1), 3), squeeze=False)
     for ax, axis in zip(axes[0], axes_ids):
         for label, hists in series:
-            hist = hists.get(axis, hists.get(str(axis)))
+            hist = hists.get(axis)
             if hist is not None:
                 counts, edges = np.asarray(hist[0], float), hist[1]
                 ax.stairs(counts / max(counts.sum(), 1), edges, label=label)
@@ -108,13 +108,24 @@ def plot_explained_variance(series) -> Figure:
     return fig
 
 
-def plot_embedding(embedding, labels=None, title: str = "") -> Figure:
-    """2-D scatter of (n, 2) points coloured by integer labels (n,) when given."""
+def plot_embedding(embedding, labels=None, title: str = "", label_names=()) -> Figure:
+    """2-D scatter of (n, 2) points coloured by integer labels (n,) when given.
+
+    With ``label_names`` (name of label i at position i) a legend names the classes.
+    """
     embedding = np.asarray(embedding)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     size = max(0.5, min(8.0, 4000 / max(len(embedding), 1)))
     if labels is None:
         ax.scatter(embedding[:, 0], embedding[:, 1], s=size, lw=0, alpha=0.6)
+    elif label_names and len(label_names) <= 20:
+        cmap = plt.get_cmap("tab10" if len(label_names) <= 10 else "tab20")
+        for i, name in enumerate(label_names):
+            chosen = labels == i
+            if chosen.any():
+                ax.scatter(embedding[chosen, 0], embedding[chosen, 1], s=size, lw=0, alpha=0.7, color=cmap(i),
+                           label=name)
+        ax.legend(fontsize=6, markerscale=max(1.0, 6 / size), loc="best", framealpha=0.7)
     else:
         scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, s=size, lw=0, alpha=0.7, cmap="tab10")
         fig.colorbar(scatter, ax=ax, fraction=0.04)
@@ -133,7 +144,7 @@ def plot_logvar_counts(series) -> Figure:
         ax.bar(np.arange(len(counts)) + i * width, counts / max(counts.sum(), 1), width, label=label)
     edges = series[0][2] if series else []
     ax.set_xticks(np.arange(len(edges) - 1) + 0.4 - width / 2)
-    ax.set_xticklabels([f"[{a:g}, {b:g})" for a, b in zip(_floats(edges[:-1]), _floats(edges[1:]))],
+    ax.set_xticklabels([f"[{a:g}, {b:g})" for a, b in zip(edges[:-1], edges[1:])],
                        rotation=40, fontsize=7)
     ax.set_ylabel("fraction of logvar components")
     ax.legend(fontsize=8)
@@ -150,6 +161,3 @@ def plot_kl_per_dim(series) -> Figure:
     ax.legend(fontsize=8)
     return fig
 
-
-def _floats(values):
-    return [float(v) for v in values]  # JSON stores infinities as strings "inf" / "-inf"

@@ -1,7 +1,7 @@
-"""Training runs: run directories, resumable training, history and checkpoints."""
+"""Training runs: resumable training into a run directory, history and checkpoints."""
 
+from zspace.rundir import Run, read_history, run_data
 from zspace.training.batches import EpochBatches
-from zspace.training.callbacks import read_history
-from zspace.training.run import RunFiles, RunResult, load_run, run_data, train
+from zspace.training.run import RunResult, load_run, train
 
-__all__ = ["train", "run_data", "load_run", "RunResult", "RunFiles", "EpochBatches", "read_history"]
+__all__ = ["train", "run_data", "load_run", "Run", "RunResult", "EpochBatches", "read_history"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import keras
 import numpy as np
 
 from zspace.errors import RunError
+from zspace.rundir import list_checkpoints, read_history
 from zspace.storage import atomic_save, atomic_write_text
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "KLWarmup",
     "ActiveUnitsMonitor",
     "read_history",
-    "checkpoint_path",
     "list_checkpoints",
 ]
 
@@ -32,20 +31,6 @@ COLUMNS = (
     ("epoch",) + METRICS + tuple(f"val_{m}" for m in METRICS)
     + ("learning_rate", "kl_scale", "active_units", "seconds")
 )
-_CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a history.csv as dicts of floats (``epoch`` as int); [] if the file is absent."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan)
-                         for k, v in row.items()})
-    return rows
 
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -87,35 +72,17 @@ class HistoryCSV(keras.callbacks.Callback):
         _write_history(self.path, self.rows)
 
 
-def checkpoint_path(folder: str | Path, epoch: int) -> Path:
-    """Checkpoint file of 1-based ``epoch``."""
-    return Path(folder) / f"epoch-{epoch:04d}.keras"
-
-
-def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of the checkpoints in ``folder``, oldest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.iterdir():
-        match = _CHECKPOINT.match(p.name)
-        if match:
-            found.append((int(match.group(1)), p))
-    return sorted(found)
-
-
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, optimizer state, noise seed) after every epoch.
 
     Args:
-        folder: checkpoint folder.
+        run: the :class:`zspace.Run` whose checkpoints these are.
         keep: keep only the newest ``keep`` checkpoints; 0 keeps all.
     """
 
-    def __init__(self, folder: str | Path, keep: int = 0, guard=None):
+    def __init__(self, run, keep: int = 0, guard=None):
         super().__init__()
-        self.folder = Path(folder)
+        self.run = run
         self.keep = keep
         self.guard = guard
 
@@ -128,15 +95,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.guard.trip(epoch, None, "non-finite weights at the end of the epoch")
             self.model.stop_training = True
             return
-        path = checkpoint_path(self.folder, epoch + 1)
+        path = self.run.checkpoint_path(epoch + 1)
         try:
             atomic_save(path, lambda tmp: self.model.save(tmp))
         except OSError as exc:
-            previous = list_checkpoints(self.folder)
+            previous = self.run.checkpoints()
             kept = f"the previous checkpoint {previous[-1][1].name} is intact" if previous else "no earlier checkpoint exists"
             raise RunError(f"saving checkpoint {path} failed ({exc.strerror or exc}); {kept}.") from None
         if self.keep:
-            for _, old in list_checkpoints(self.folder)[:-self.keep]:
+            for _, old in self.run.checkpoints()[:-self.keep]:
                 old.unlink(missing_ok=True)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -15,32 +14,17 @@ import keras
 import numpy as np
 
 from zspace.config import RunConfig, TrainConfig, load_config
-from zspace.data import (
-    Dataset,
-    check_input_shape,
-    inference_inputs,
-    load_dataset,
-    task_transform,
-    train_validation_split,
-)
+from zspace.data import Dataset, inference_inputs, task_transform
 from zspace.errors import RunError, TrainingDiverged
-from zspace.models import Autoencoder, build_model, load_model
+from zspace.models import Autoencoder, build_model
 from zspace.models.saving import save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
+from zspace.rundir import Run, run_data
 from zspace.training.batches import EpochBatches
 from zspace.training.tf_pipeline import epoch_dataset
-from zspace.training.callbacks import (
-    ActiveUnitsMonitor,
-    EpochCheckpoint,
-    HistoryCSV,
-    KLWarmup,
-    NonFiniteGuard,
-    list_checkpoints,
-    read_history,
-)
+from zspace.training.callbacks import ActiveUnitsMonitor, EpochCheckpoint, HistoryCSV, KLWarmup, NonFiniteGuard
 
-__all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult", "RunFiles", "load_run",
-           "RESUMABLE_FIELDS"]
+__all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult", "load_run", "RESUMABLE_FIELDS"]
 
 # Fields a resumed run may change: they do not alter what has been trained so far.
 RESUMABLE_FIELDS = frozenset({
@@ -49,51 +33,12 @@ RESUMABLE_FIELDS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class RunFiles:
-    """The files of a run directory."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def history(self) -> Path:
-        return self.root / "history.csv"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.keras"
-
-    @property
-    def encoder(self) -> Path:
-        return self.root / "encoder.keras"
-
-    @property
-    def decoder(self) -> Path:
-        return self.root / "decoder.keras"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "run_state.json"
-
-
 @dataclass
 class RunResult:
     """What :func:`train` returns.
 
     Attributes:
-        files: paths of the run directory.
+        run: the run directory.
         config: the resolved config written to ``config.toml``.
         model: the trained model.
         history: one dict per epoch (history.csv rows).
@@ -101,7 +46,7 @@ class RunResult:
         start_epoch: epochs already done when this call started (0 for a new run).
     """
 
-    files: RunFiles
+    run: Run
     config: RunConfig
     model: Autoencoder
     history: list[dict[str, float]] = field(default_factory=list)
@@ -151,13 +96,13 @@ def _check_disk_space(folder: Path, model: Autoencoder, config: RunConfig) -> No
                      f"{free / 2**20:.1f} MiB free; set keep_checkpoints")
 
 
-def _restore_latest(model: Autoencoder, files: RunFiles, config: RunConfig) -> int:
+def _restore_latest(model: Autoencoder, run: Run, config: RunConfig) -> int:
     """Loads the newest readable checkpoint into ``model``; returns its epoch (0 if there is none).
 
     Raises:
         RunError: checkpoints exist but none can be read (never a silent fresh start).
     """
-    checkpoints = list_checkpoints(files.checkpoints)
+    checkpoints = run.checkpoints()
     for epoch, path in reversed(checkpoints):
         try:
             model.load_weights(path)
@@ -168,25 +113,10 @@ def _restore_latest(model: Autoencoder, files: RunFiles, config: RunConfig) -> i
         return epoch
     if checkpoints:
         raise RunError(
-            f"none of the {len(checkpoints)} checkpoints in {files.checkpoints} can be read; refusing to "
+            f"none of the {len(checkpoints)} checkpoints in {run.checkpoints_dir} can be read; refusing to "
             f"start over silently. Move that folder away to train from scratch."
         )
     return 0
-
-
-def run_data(config: RunConfig, dataset: Dataset | None = None):
-    """The run's dataset and its (x_train, y_train, x_val, y_val) split, shape-checked."""
-    t = config.train
-    data = dataset if dataset is not None else load_dataset(t.dataset, t.data_dir)
-    check_input_shape(data, config.model.input_shape)
-    return data, train_validation_split(data, t.validation_split, t.subset, t.seed)
-
-
-def _read_state(files: RunFiles) -> dict[str, Any]:
-    """run_state.json: learning-rate scale and non-finite events that outlive one process."""
-    if files.state.is_file():
-        return json.loads(files.state.read_text(encoding="utf-8"))
-    return {"lr_scale": 1.0, "nonfinite_events": []}
 
 
 def steps_per_execution(steps_per_epoch: int, most: int) -> int:
@@ -228,11 +158,11 @@ def input_batches(images, train: TrainConfig, seed: int | None, start_epoch: int
                         transform=transform, noise_seed=noise_seed)
 
 
-def _fit(model, config, files, x_train, x_val, start_epoch, history, lr_scale):
+def _fit(model, config, run, x_train, x_val, start_epoch, history, lr_scale):
     """One call of Keras' fit from ``start_epoch``; returns (guard, history rows)."""
     t = config.train
     guard = NonFiniteGuard()
-    writer = HistoryCSV(files.history, history, guard=guard)
+    writer = HistoryCSV(run.history_path, history, guard=guard)
     callbacks = [
         guard,
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch) * lr_scale),
@@ -241,7 +171,7 @@ def _fit(model, config, files, x_train, x_val, start_epoch, history, lr_scale):
     if config.model.kind == "vae":
         monitor_images = inference_inputs(x_val[: min(2000, len(x_val))], t.task)
         callbacks.append(ActiveUnitsMonitor(monitor_images))
-    callbacks += [writer, EpochCheckpoint(files.checkpoints, keep=t.keep_checkpoints, guard=guard)]
+    callbacks += [writer, EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guard)]
     model.fit(
         input_batches(x_train, t, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs, noise_seed=t.seed),
         steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
@@ -272,45 +202,45 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
         RunError, DataError, ConfigError, FileNotFoundError: bad input, named in the message.
     """
     t = config.train
-    files = RunFiles(Path(t.run_dir))
-    if files.config.exists():
-        saved = load_config(files.config)
-        changes = _config_differences(saved, config)
+    run = Run(t.run_dir, dataset)
+    if run.config_path.exists():
+        changes = _config_differences(load_config(run.config_path), config)
         if changes:
             raise RunError(
-                f"{files.root} holds a run with a different config; refusing to resume. "
+                f"{run.root} holds a run with a different config; refusing to resume. "
                 f"Changed: {'; '.join(changes)}. Use another run_dir for a new run."
             )
-    elif list_checkpoints(files.checkpoints):
-        raise RunError(f"{files.root} has checkpoints but no config.toml; refusing to guess.")
+    elif run.checkpoints():
+        raise RunError(f"{run.root} has checkpoints but no config.toml; refusing to guess.")
+    run.config = config  # checked against the saved one above; run.data and run.split use it
 
-    data, split = run_data(config, dataset)
+    data, split = run.data, run.split
     x_train, x_val = split.x_train, split.x_val
     steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
     model = new_model(config, steps_per_epoch)
-    _check_writable(files.root)
-    _check_disk_space(files.root, model, config)
-    for folder in (files.root, files.checkpoints):
+    _check_writable(run.root)
+    _check_disk_space(run.root, model, config)
+    for folder in (run.root, run.checkpoints_dir):
         remove_stale_temporaries(folder)
-    state = _read_state(files)
-    start_epoch = first_epoch = _restore_latest(model, files, config)
-    history = [row for row in read_history(files.history) if row["epoch"] <= start_epoch]
+    state = run.read_state()
+    start_epoch = first_epoch = _restore_latest(model, run, config)
+    history = [row for row in run.history if row["epoch"] <= start_epoch]
 
-    atomic_write_text(files.config, config.to_toml())
+    atomic_write_text(run.config_path, config.to_toml())
     _say(config, f"dataset {data.name} ({data.source}): {len(x_train)} training, "
                  f"{len(x_val)} validation images of shape {data.image_shape}")
     if start_epoch >= t.epochs:
-        _say(config, f"{files.root} is complete ({start_epoch} of {t.epochs} epochs)")
+        _say(config, f"{run.root} is complete ({start_epoch} of {t.epochs} epochs)")
     elif start_epoch:
-        _say(config, f"resuming {files.root} after epoch {start_epoch}")
+        _say(config, f"resuming {run.root} after epoch {start_epoch}")
 
     retries = 0
     while start_epoch < t.epochs:
-        guard, rows = _fit(model, config, files, x_train, x_val, start_epoch, history, state["lr_scale"])
+        guard, rows = _fit(model, config, run, x_train, x_val, start_epoch, history, state["lr_scale"])
         if not guard.tripped:
             history = rows
             break
-        last = list_checkpoints(files.checkpoints)
+        last = run.checkpoints()
         last_name = last[-1][1].name if last else "none (the run had not finished an epoch)"
         message = f"non-finite loss at {guard.where}"
         if t.on_nonfinite == "stop" or retries >= t.nonfinite_retries:
@@ -324,31 +254,26 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
         state["lr_scale"] *= t.retry_lr_factor
         state["nonfinite_events"].append({"epoch": guard.epoch, "step": guard.step, "reason": guard.reason,
                                           "lr_scale_after": state["lr_scale"]})
-        atomic_write_text(files.state, json.dumps(state, indent=1))
+        run.write_state(state)
         model = new_model(config, steps_per_epoch)
-        start_epoch = _restore_latest(model, files, config)
-        history = [row for row in read_history(files.history) if row["epoch"] <= start_epoch]
+        start_epoch = _restore_latest(model, run, config)
+        history = [row for row in run.history if row["epoch"] <= start_epoch]
         _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), retry {retries} of "
                      f"{t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}")
 
-    save_model(model, files.model)
-    save_model(model.encoder, files.encoder)
-    save_model(model.decoder, files.decoder)
+    save_model(model, run.model_path)
+    save_model(model.encoder, run.encoder_path)
+    save_model(model.decoder, run.decoder_path)
+    run.model = model
     dataset_info = {"name": data.name, "source": data.source,
                     "train_images": len(x_train), "validation_images": len(x_val)}
     final = {k: v for k, v in (history[-1] if history else {}).items() if np.isfinite(v)}
-    summary = {"epochs_done": len(history), "dataset": dataset_info, "lr_scale": state["lr_scale"],
-               "final": final, "backend": keras.backend.backend()}
-    atomic_write_text(files.summary, json.dumps(summary, indent=2, allow_nan=False))
-    return RunResult(files, config, model, history, dataset_info, first_epoch)
+    run.write_summary({"epochs_done": len(history), "dataset": dataset_info, "lr_scale": state["lr_scale"],
+                       "final": final, "backend": keras.backend.backend()})
+    return RunResult(run, config, model, history, dataset_info, first_epoch)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Autoencoder]:
-    """The config and trained model of a finished run directory."""
-    files = RunFiles(Path(run_dir))
-    if not files.root.is_dir():
-        raise FileNotFoundError(f"run directory not found: {files.root}")
-    config = load_config(files.config)
-    if not files.model.is_file():
-        raise RunError(f"{files.root} has no model.keras yet (is training finished?).")
-    return config, load_model(files.model)
+    """The config and trained model of a finished run directory (see :class:`zspace.Run`)."""
+    run = Run.open(run_dir)
+    return run.config, run.model

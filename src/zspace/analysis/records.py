@@ -1,0 +1,118 @@
+"""The records of ``zspace analyze``: :class:`Analysis` (analysis.json) and its arrays (analysis.npz)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zspace.analysis.clustering import InertiaCurve
+from zspace.analysis.statistics import AxisStats, RadiusStats, VAEInternals
+from zspace.config import AnalysisConfig
+from zspace.records import Record
+
+__all__ = ["Analysis", "PCASummary", "TSNESummary", "AttributeSummary", "RunInfo"]
+
+
+@dataclass(frozen=True)
+class PCASummary(Record):
+    """``explained_variance_ratio``: (z_dim,) of the PCA of all points."""
+
+    explained_variance_ratio: np.ndarray
+
+
+@dataclass(frozen=True)
+class TSNESummary(Record):
+    """One t-SNE fit: ``size`` points, its parameters and the final KL divergence of the fit."""
+
+    size: int
+    perplexity: float
+    early_exaggeration: float
+    kl_divergence: float
+
+
+@dataclass(frozen=True)
+class AttributeSummary(Record):
+    """Binary attributes (CelebA's 40): images with / without each, and the norm of its z-space vector."""
+
+    names: tuple[str, ...]
+    with_count: tuple[int, ...] = field(metadata={"json": "with"})
+    without_count: tuple[int, ...] = field(metadata={"json": "without"})
+    vector_norms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RunInfo(Record):
+    """The analysed run: its directory, dataset and KL weight (0 for an AE)."""
+
+    dir: str
+    dataset: str
+    kl_factor: float
+
+
+@dataclass(frozen=True)
+class Analysis(Record):
+    """Everything ``zspace analyze`` computes.
+
+    Attributes:
+        config: the analysis settings. kind: "ae" or "vae". z_dim, n_points: of the encoded points.
+        radius: radius statistics of z; radius_mu: of mu (VAE). axes: per-axis statistics of z.
+        internals: logvar, z - mu and KL statistics (VAE). inertia: the MiniBatchKMeans sweep
+            (None when there are fewer points than clusters). pca, tsne: the projections' summaries.
+        color_by: what colours the projections ("label", an attribute name, or None: no colours).
+        attributes: attribute counts and vector norms (datasets with attributes).
+        label_names: the names of the integer labels, when the dataset knows them.
+        seconds: wall time per part. run: the analysed run (None for :func:`analyze_codes`).
+        arrays: analysis.npz: ``z`` (+ ``mu``, ``logvar``), ``labels``, ``colors``, ``split``
+            (0 train, 1 validation), ``pca_indices`` / ``pca_embedding``, ``tsne_<n>_indices`` /
+            ``tsne_<n>_embedding``, ``attributes`` / ``attribute_vectors``. Not part of the JSON.
+    """
+
+    config: AnalysisConfig
+    kind: str
+    z_dim: int
+    n_points: int
+    radius: RadiusStats
+    axes: AxisStats
+    pca: PCASummary
+    seconds: dict[str, float]
+    radius_mu: RadiusStats | None = None
+    internals: VAEInternals | None = None
+    inertia: InertiaCurve | None = None
+    tsne: tuple[TSNESummary, ...] = ()
+    color_by: str | None = None
+    attributes: AttributeSummary | None = None
+    label_names: tuple[str, ...] = ()
+    run: RunInfo | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, metadata={"json": False}, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict, arrays: dict[str, np.ndarray] | None = None) -> Analysis:
+        """The record of an analysis.json, joined with the arrays of its analysis.npz."""
+        record = super().from_json(data)
+        return record if arrays is None else record.with_arrays(arrays)
+
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> Analysis:
+        from dataclasses import replace
+
+        return replace(self, arrays=dict(arrays))
+
+    @property
+    def is_vae(self) -> bool:
+        return self.kind == "vae"
+
+    @property
+    def colors(self) -> np.ndarray | None:
+        """(n_points,) integer colour of each point (label or attribute), or None."""
+        return self.arrays.get("colors", self.arrays.get("labels"))
+
+    @property
+    def z_train(self) -> np.ndarray:
+        """(n, z_dim) z-points of the training images (all points when the split is unknown)."""
+        z = self.arrays["z"]
+        split = self.arrays.get("split")
+        return z if split is None else z[split == 0]
+
+    def embedding(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(indices (n,), coordinates (n, 2)) of the projection "pca" or "tsne_<size>"."""
+        return self.arrays[f"{name}_indices"], self.arrays[f"{name}_embedding"]

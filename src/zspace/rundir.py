@@ -1,0 +1,206 @@
+"""A run directory: the one module that knows its files, and loads its config, model and data once.
+
+Layout of ``RUN/``::
+
+    config.toml        the full run config (written before training starts)
+    history.csv        one row per finished epoch
+    run_state.json     learning-rate scale and non-finite events that outlive a process
+    checkpoints/       epoch-NNNN.keras, one per epoch (model, optimizer, noise state)
+    model.keras        the trained model; encoder.keras / decoder.keras its halves
+    summary.json       epochs done, dataset, final metrics, backend
+    analysis.json      ``zspace analyze``: typed records (zspace.analysis.Analysis)
+    analysis.npz       ``zspace analyze``: z, mu, logvar, labels, embeddings
+    evaluation.json    ``zspace evaluate``
+    gallery/           the report's generated grids (PNG)
+
+Nothing here imports Keras until a model is loaded, so the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from zspace.config import RunConfig, load_config
+from zspace.data import Dataset, SplitData, check_input_shape, load_dataset, train_validation_split
+from zspace.errors import RunError
+from zspace.storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from zspace.analysis import Analysis
+    from zspace.models import Autoencoder
+
+__all__ = ["Run", "run_data", "read_history", "list_checkpoints"]
+
+_CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
+
+
+def run_data(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset, SplitData]:
+    """The run's dataset and its train / validation split, shape-checked against the model."""
+    t = config.train
+    data = dataset if dataset is not None else load_dataset(t.dataset, t.data_dir)
+    check_input_shape(data, config.model.input_shape)
+    return data, train_validation_split(data, t.validation_split, t.subset, t.seed)
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a history.csv as dicts of floats (``epoch`` as int); [] if the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of the checkpoints in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+class Run:
+    """A run directory.
+
+    Paths are plain attributes; ``config``, ``model``, ``data`` and ``split`` load on first use
+    and are kept, so one command reads the model and the dataset once however many parts use them.
+
+    Args:
+        root: the run directory.
+        dataset: the run's dataset when the caller has it loaded already (or another dataset
+            of the same image shape to look at through this run's model).
+        config: the run's config when known (training, before ``config.toml`` exists).
+    """
+
+    def __init__(self, root: str | Path, dataset: Dataset | None = None, config: RunConfig | None = None):
+        self.root = Path(root)
+        self.config_path = self.root / "config.toml"
+        self.history_path = self.root / "history.csv"
+        self.state_path = self.root / "run_state.json"
+        self.checkpoints_dir = self.root / "checkpoints"
+        self.model_path = self.root / "model.keras"
+        self.encoder_path = self.root / "encoder.keras"
+        self.decoder_path = self.root / "decoder.keras"
+        self.summary_path = self.root / "summary.json"
+        self.analysis_json = self.root / "analysis.json"
+        self.analysis_npz = self.root / "analysis.npz"
+        self.evaluation_json = self.root / "evaluation.json"
+        self.gallery_dir = self.root / "gallery"
+        self._dataset = dataset
+        if config is not None:
+            self.config = config  # fills the cached property
+
+    @classmethod
+    def open(cls, root: str | Path, dataset: Dataset | None = None) -> Run:
+        """An existing run directory (raises FileNotFoundError naming it otherwise)."""
+        run = cls(root, dataset)
+        if not run.root.is_dir():
+            raise FileNotFoundError(f"run directory not found: {run.root}")
+        return run
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.root)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # --- lazily loaded contents ----------------------------------------------------
+    @cached_property
+    def config(self) -> RunConfig:
+        return load_config(self.config_path)
+
+    @cached_property
+    def model(self) -> Autoencoder:
+        """The trained model (model.keras), checked and loaded with ``safe_mode=True``."""
+        from zspace.models import load_model
+
+        if not self.model_path.is_file():
+            self.config  # noqa: B018  (a missing config.toml is the clearer error)
+            raise RunError(f"{self.root} has no model.keras yet (is training finished?).")
+        return load_model(self.model_path)
+
+    @cached_property
+    def data(self) -> Dataset:
+        """The whole dataset (the run's own unless another was given)."""
+        return self._split[0]
+
+    @cached_property
+    def split(self) -> SplitData:
+        """The run's training and validation images, labels and attributes."""
+        return self._split[1]
+
+    @cached_property
+    def _split(self) -> tuple[Dataset, SplitData]:
+        return run_data(self.config, self._dataset)
+
+    def validation_images(self, n: int) -> np.ndarray:
+        """The first ``n`` validation images (fewer if there are fewer): float32 (n, H, W, C)."""
+        x_val = self.split.x_val
+        return np.asarray(x_val[: min(n, len(x_val))], dtype=np.float32)
+
+    # --- files --------------------------------------------------------------------
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """history.csv rows (re-read on every access: training appends to it)."""
+        return read_history(self.history_path)
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        """Checkpoint file of 1-based ``epoch``."""
+        return self.checkpoints_dir / f"epoch-{epoch:04d}.keras"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(epoch, path) of the run's checkpoints, oldest first."""
+        return list_checkpoints(self.checkpoints_dir)
+
+    def read_state(self) -> dict[str, Any]:
+        """run_state.json: learning-rate scale and non-finite events."""
+        if self.state_path.is_file():
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        return {"lr_scale": 1.0, "nonfinite_events": []}
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        atomic_write_text(self.state_path, json.dumps(state, indent=1))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2, allow_nan=False))
+
+    def gallery_path(self, grid: str) -> Path:
+        """PNG of the gallery grid ``grid`` (e.g. "normal", "uniform_sweep_sharp")."""
+        return self.gallery_dir / f"{grid}.png"
+
+    # --- analysis -----------------------------------------------------------------
+    def has_analysis(self) -> bool:
+        return self.analysis_json.is_file() and self.analysis_npz.is_file()
+
+    def load_analysis(self) -> Analysis:
+        """The records of ``zspace analyze`` (analysis.json) with their arrays (analysis.npz, no pickle)."""
+        from zspace.analysis.records import Analysis
+
+        for path in (self.analysis_json, self.analysis_npz):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: run `zspace analyze {self.root}` first")
+        with np.load(self.analysis_npz, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        try:
+            return Analysis.from_json(json.loads(self.analysis_json.read_text(encoding="utf-8")), arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunError(f"{self.analysis_json}: not an analysis written by zspace ({exc!r}); "
+                           f"run `zspace analyze {self.root}` again.") from None
+
+    def save_analysis(self, analysis: Analysis) -> None:
+        """Writes analysis.npz, then analysis.json (each atomically)."""
+        from zspace.analysis.encoding import save_encoding
+
+        save_encoding(self.analysis_npz, analysis.arrays)
+        atomic_write_text(self.analysis_json, json.dumps(analysis.to_json(), indent=1, allow_nan=False))

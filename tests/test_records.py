@@ -1,0 +1,136 @@
+"""Typed result records: strict JSON out, the annotated types back; the run directory's one owner."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zspace.analysis import analyze_codes
+from zspace.analysis.records import Analysis
+from zspace.analysis.statistics import axis_stats, radius_stats, vae_internals
+from zspace.config import AnalysisConfig
+from zspace.rundir import Run
+
+FAST = AnalysisConfig(k_min=2, k_max=6, kmeans_seeds=(0,), tsne_sizes=(60,), pca_subset=50, axes=(0, 2))
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(120, 4)).astype(np.float32)
+    logvar = np.full_like(mu, -30.0)  # exp(-30) so small that z == mu: relative radius diff 0/0 -> inf
+    logvar[:, 1] = 0.2
+    z = mu + np.exp(logvar / 2) * rng.normal(size=mu.shape).astype(np.float32)
+    mu[0] = 0.0  # r(mu) = 0 while r(z) > 0: radius_rel_diff_max is inf
+    labels = rng.integers(0, 3, 120)
+    return analyze_codes({"z": z, "mu": mu, "logvar": logvar}, FAST, labels, label_names=("cat", "dog", "cow"))
+
+
+def _same(a, b):
+    """Deep equality of record field values (arrays by value and dtype kind, floats incl. inf/nan)."""
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype.kind == b.dtype.kind, (a, b)
+        np.testing.assert_array_equal(a, b)
+    elif isinstance(a, dict):
+        assert type(b) is dict and list(a) == list(b), (a, b)  # same keys, same types of keys
+        for key in a:
+            _same(a[key], b[key])
+    elif isinstance(a, tuple):
+        assert type(b) is tuple and len(a) == len(b), (a, b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif isinstance(a, float):
+        assert type(b) is float and (a == b or (math.isnan(a) and math.isnan(b))), (a, b)
+    elif hasattr(a, "__dataclass_fields__"):
+        assert type(a) is type(b)
+        for name in a.__dataclass_fields__:
+            _same(getattr(a, name), getattr(b, name))
+    else:
+        assert a == b and type(a) is type(b), (a, b)
+
+
+def test_analysis_round_trips_through_strict_json(analysis):
+    text = json.dumps(analysis.to_json(), allow_nan=False)  # strict JSON: no NaN / Infinity tokens
+    assert analysis.internals.radius_rel_diff_max == math.inf and '"radius_rel_diff_max": "inf"' in text
+    back = Analysis.from_json(json.loads(text), analysis.arrays)
+    _same(back, analysis)
+    assert back.axes.histograms.keys() == {0, 2}  # int keys again, not "0" / "2"
+    assert back.internals.logvar_edges[0] == -np.inf and back.radius.shell_50.__class__ is tuple
+    assert back.label_names == ("cat", "dog", "cow") and back.tsne[0].size == 60
+
+
+def test_each_statistics_record_round_trips():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(50, 3))
+    for record in (radius_stats(z), axis_stats(z, axes=(1,)), vae_internals(z, z, np.zeros_like(z))):
+        _same(type(record).from_json(json.loads(json.dumps(record.to_json(), allow_nan=False))), record)
+
+
+def test_json_is_readable_without_zspace(analysis):
+    data = json.loads(json.dumps(analysis.to_json(), allow_nan=False))
+    assert data["radius"]["mean"] == pytest.approx(float(analysis.radius.mean))
+    assert data["attributes"] is None and data["axes"]["histograms"]["2"][0] == analysis.axes.histograms[2][0].tolist()
+    assert float(data["internals"]["logvar_edges"][-1]) == math.inf  # "inf" parses as a float anywhere
+
+
+def test_a_record_missing_a_field_or_of_a_wrong_type_is_refused(analysis):
+    data = analysis.to_json()
+    with pytest.raises(KeyError, match="radius"):
+        Analysis.from_json({k: v for k, v in data.items() if k != "radius"})
+    with pytest.raises(TypeError, match="int"):
+        Analysis.from_json({**data, "z_dim": "4"})
+
+
+def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_path):
+    run = Run(tmp_path)
+    assert not run.has_analysis()
+    with pytest.raises(FileNotFoundError, match="zspace analyze"):
+        run.load_analysis()
+    run.save_analysis(analysis)
+    back = run.load_analysis()
+    _same(back, analysis)
+    run.analysis_json.write_text(json.dumps({"kind": "vae"}))
+    with pytest.raises(Exception, match=r"analysis\.json: not an analysis written by zspace"):
+        run.load_analysis()
+
+
+def test_an_analysis_written_by_the_previous_version_still_loads(analysis, tmp_path):
+    """The previous analysis.json spelled the same keys; only the reader changed."""
+    data = analysis.to_json()
+    data.pop("label_names")  # a field the previous version did not write
+    run = Run(tmp_path)
+    run.save_analysis(analysis)
+    run.analysis_json.write_text(json.dumps(data))
+    back = run.load_analysis()
+    assert back.label_names == () and back.internals.radius_rel_diff_max == math.inf
+
+
+def test_run_loads_config_model_and_data_once(tmp_path, monkeypatch):
+    from conftest import tiny_run_config
+    import zspace.data.datasets as datasets
+    from zspace.training import train
+
+    result = train(tiny_run_config(tmp_path / "run", epochs=1))
+    loads = []
+    real = datasets.load_dataset
+    monkeypatch.setattr("zspace.rundir.load_dataset", lambda *a: loads.append(a) or real(*a))
+    run = Run.open(tmp_path / "run")
+    assert run.config == result.config
+    assert run.model is run.model and run.split is run.split and run.data is run.data
+    assert len(loads) == 1 and len(run.split.x_val) == 180
+    assert [e for e, _ in run.checkpoints()] == [1] and run.history[-1]["epoch"] == 1
+
+
+def test_no_module_but_rundir_spells_a_run_file_name():
+    """The layout of a run directory is written down in one place (zspace/rundir.py)."""
+    names = ["config.toml", "history.csv", "run_state.json", "model.keras", "encoder.keras", "decoder.keras",
+             "summary.json", "analysis.json", "analysis.npz", "evaluation.json", "checkpoints", "gallery"]
+    pattern = re.compile(r"""["'/](%s)["']""" % "|".join(re.escape(n) for n in names))
+    package = Path(__import__("zspace").__file__).parent
+    offenders = [f"{path.relative_to(package)}: {match.group(0)}"
+                 for path in package.rglob("*.py") if path.name != "rundir.py"
+                 for match in pattern.finditer(path.read_text())]
+    assert offenders == []
