@@ -118,3 +118,60 @@ def test_split_is_seeded_disjoint_and_uses_test_split_when_present(tmp_path):
     idx = load_dataset(f"idx:{tmp_path}")
     x, _, xv, *_ = train_validation_split(idx, 0.5, 0, seed=0)
     assert len(x) == 12 and len(xv) == 4  # the official test split, not a fraction
+
+
+def test_label_names_of_the_built_in_datasets(tmp_path, monkeypatch, fashion_dir):
+    assert load_dataset("digits").label_names == tuple("0123456789")
+    fashion = load_dataset("fashion_mnist", data_dir=fashion_dir).label_names
+    assert len(fashion) == 10 and (fashion[0], fashion[9]) == ("T-shirt/top", "Ankle boot")
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = rng.integers(0, 256, (3, 3073), dtype=np.uint8)
+        records[:, 0] %= 10
+        records.tofile(tmp_path / name)
+    cifar = load_dataset("cifar10", data_dir=tmp_path)
+    assert cifar.x_train.shape == (15, 32, 32, 3) and cifar.label_names[0] == "airplane"
+    assert cifar.label_names[9] == "truck" and len(cifar.label_names) == 10
+    fake_idx_folder(tmp_path)
+    assert load_dataset(f"idx:{tmp_path}").label_names == ()  # any IDX folder: names unknown
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "keras" / "datasets" / "mnist").mkdir(parents=True)
+    fake_idx_folder(tmp_path / "keras" / "datasets" / "mnist")
+    assert load_dataset("mnist").label_names == tuple("0123456789")
+
+
+def test_download_uses_the_arrays_keras_read(tmp_path, monkeypatch):
+    import keras
+
+    import zspace.data.datasets as datasets
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(datasets, "_SYSTEM_DIRS", {})
+    calls = []
+    rng = np.random.default_rng(0)
+    arrays = ((rng.integers(0, 256, (6, 4, 4), dtype=np.uint8), np.arange(6, dtype=np.uint8)),
+              (rng.integers(0, 256, (2, 4, 4), dtype=np.uint8), np.arange(2, dtype=np.uint8)))
+
+    def load_data():  # as Keras': writes the files, then reads them
+        calls.append(1)
+        (datasets.keras_cache_dir() / "fashion-mnist").mkdir(parents=True)
+        fake_idx_folder(datasets.keras_cache_dir() / "fashion-mnist")
+        return arrays
+
+    def read_idx(path):
+        raise AssertionError(f"{path} read a second time")
+
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", load_data)
+    monkeypatch.setattr(datasets, "read_idx", read_idx)
+    data = load_dataset("fashion_mnist")
+    assert calls == [1] and data.source == str(tmp_path / "datasets" / "fashion-mnist")
+    np.testing.assert_array_equal(data.x_train[..., 0], arrays[0][0] / np.float32(255.0))
+    assert data.y_test.dtype == np.int64 and data.y_test.tolist() == [0, 1]
+    assert data.label_names[1] == "Trouser"
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(DataError, match=r"download failed \(OSError: no network\)"):
+        load_dataset("mnist")

@@ -1,5 +1,6 @@
 """Preparing a CelebA-like folder (made here) into a cache, streaming training from it, tasks."""
 
+import gc
 import json
 import os
 
@@ -178,6 +179,23 @@ def test_image_folder_labels_from_subfolders(tmp_path):
     assert cache.files.tolist()[0] == "cats/0.png"
 
 
+def test_label_names_of_an_image_folder_reach_the_dataset(tmp_path):
+    names = ("cats", "dogs", "owls")
+    for k, label in enumerate(names):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (20, 20), (30 * k, 25 * i, 0)).save(tmp_path / "src" / label / f"{i}.png")
+    config = PrepareConfig(size=8, workers=1, split_fractions=(0.4, 0.0))
+    folder = prepare_images(tmp_path / "src", tmp_path / "cache", config).folder
+    data = load_dataset(f"cache:{folder}")
+    assert data.label_names == names
+    cache = read_cache(folder)
+    for y, split in ((data.y_train, 0), (data.y_test, 1)):
+        # each image's label names the sub-folder it came from
+        sub_folders = [f.split("/")[0] for f in cache.files[cache.split == split]]
+        assert len(y) and [data.label_names[i] for i in y] == sub_folders
+
+
 def test_prepare_with_worker_processes(tmp_path):
     make_celeba(tmp_path, n_good=6)
     config = PrepareConfig(size=16, workers=2, max_bad_fraction=1.0, max_pixels=5_000_000)
@@ -196,6 +214,8 @@ def test_cli_prepare_and_streaming_training(celeba, tmp_path, capsys):
     assert "900003.jpg: not an image" in captured.out + captured.err  # said on screen too
     data = load_dataset(f"cache:{out}")
     assert len(data.x_train) == 20 and len(data.x_test) == 5 and data.attribute_names == tuple(ATTRIBUTES)
+    assert data.y_train is None and data.label_names == ()
+    del data
     from conftest import tiny_run_config
 
     config = tiny_run_config(tmp_path / "run", epochs=2, batch_size=8, dataset=f"cache:{out}").with_overrides({
@@ -203,8 +223,13 @@ def test_cli_prepare_and_streaming_training(celeba, tmp_path, capsys):
         "encoder_strides": [2, 2], "encoder_padding": ["same", "same"]})
     from zspace.training import train
 
-    history = train(config).history
+    data = load_dataset(f"cache:{out}")
+    history = train(config, dataset=data).history
     assert [r["epoch"] for r in history] == [1, 2] and np.isfinite(history[-1]["val_total_loss"])
+    # Keras' TF fit keeps the training batches (and their open shard files) alive after it
+    # returns; the dataset's close releases them.
+    data.close()
+    assert not open_files_under(out), "shard files left open"
 
 
 def test_cli_prepare_errors(tmp_path, capsys):
@@ -310,6 +335,47 @@ def test_analysis_colours_by_attribute_and_adds_a_smile(celeba, tmp_path, capsys
     assert "`color_by` must be" in capsys.readouterr().err
 
 
+def open_files_under(folder):
+    """Paths under ``folder`` that this process holds open (from /proc/self/fd)."""
+    fd_dir = "/proc/self/fd"
+    paths = []
+    for fd in os.listdir(fd_dir):
+        try:
+            paths.append(os.readlink(os.path.join(fd_dir, fd)))
+        except OSError:  # the descriptor listdir itself used, closed by now
+            pass
+    return [p for p in paths if p.startswith(str(folder))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_sharded_images_do_not_leak_file_descriptors(celeba, tmp_path):
+    import shutil
+
+    root, *_ = celeba
+    cache_dir = tmp_path / "cache"  # a copy no other test has opened
+    shutil.copytree(root / "cache", cache_dir)
+    read_cache(cache_dir).images[:].sum()  # anything opened once and for all (imports, ...) before counting
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        with read_cache(cache_dir) as cache:
+            view = cache.images.select(np.arange(3, 27))  # spans every shard
+            view[[0, 8, 16, 23]]
+            assert len(open_files_under(cache_dir)) == sum(s.count > 0 for s in cache.images.shards)
+        assert not open_files_under(cache_dir)
+        view.uint8([0])  # a read after close opens the file again ...
+        view.close()  # ... and close releases it again
+        images = read_cache(cache_dir).images
+        images.select([0, 29])[:]  # dropped without close: released when collected
+        del images
+        data = load_dataset(f"cache:{cache_dir}")
+        data.x_train[:], data.x_test[:]
+        del data
+    gc.collect()
+    assert not open_files_under(cache_dir)
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
 def test_sharded_reads_in_any_order_and_refuses_truncated_shards(celeba, tmp_path):
     import shutil
 
@@ -326,3 +392,14 @@ def test_sharded_reads_in_any_order_and_refuses_truncated_shards(celeba, tmp_pat
     shard.write_bytes(shard.read_bytes()[:-100])
     with pytest.raises(DataError, match="shard-00001.images.npy: holds"):
         read_cache(copy)
+
+
+def test_sharded_images_pickle_without_their_descriptors(celeba):
+    import pickle
+
+    root, *_ = celeba
+    with read_cache(root / "cache") as cache:
+        view = cache.images.select([4, 9, 17])
+        copy = pickle.loads(pickle.dumps(view))
+        np.testing.assert_array_equal(copy[:], view[:])
+        assert copy._files is not view._files  # its own descriptors, opened on its first read

@@ -20,7 +20,7 @@ from zspace.data.datasets import Dataset
 from zspace.errors import RunError, TrainingDiverged
 from zspace.models import build_model, load_model
 from zspace.storage import atomic_path, atomic_save
-from zspace.training import EpochBatches, read_history, train
+from zspace.training import EpochBatches, read_history, run_data, train
 from zspace.training.callbacks import list_checkpoints
 
 
@@ -310,12 +310,24 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
 # --- training aids -----------------------------------------------------------------------------
 
 def test_kl_warmup_ramps_the_kl_weight(tmp_path):
-    config = with_train(tiny_run_config(tmp_path, epochs=3), kl_warmup_epochs=2)
+    from test_training import numpy_losses
+
+    # epsilon_scale = 0 (z = mu): each epoch's validation losses follow from its checkpoint.
+    config = with_train(tiny_run_config(tmp_path, epochs=3), kl_warmup_epochs=2).with_overrides(
+        {"kl_factor": 2.0, "epsilon_scale": 0.0})
     rows = train(config).history
     assert [r["kl_scale"] for r in rows] == [0.0, 0.5, 1.0]
-    for r in rows:
-        assert r["kl_loss"] == pytest.approx(r["kl_scale"] * r["kl_divergence"], rel=1e-4, abs=1e-6)
-        assert r["total_loss"] == pytest.approx(r["reco_loss"] + r["kl_loss"], rel=1e-5)
+    x_val = run_data(config)[1].x_val
+    checkpoints = list_checkpoints(tmp_path / "checkpoints")
+    assert [e for e, _ in checkpoints] == [1, 2, 3]
+    for epoch, path in checkpoints:
+        r, weight = rows[epoch - 1], 2.0 * config.train.kl_scale_at(epoch - 1)
+        # the weight the model applied in training, measured from its own metrics
+        assert r["kl_loss"] == pytest.approx(weight * r["kl_divergence"], rel=1e-4, abs=1e-6)
+        # the loss Keras minimised (its own "loss") holds the ramped KL term, checked in numpy
+        reco, kl = numpy_losses(load_model(path), x_val)
+        assert r["val_kl_divergence"] == pytest.approx(kl, rel=1e-4)
+        assert r["val_total_loss"] == pytest.approx(reco + weight * kl, rel=1e-4)
 
 
 def test_kl_warmup_with_outputs_method_is_refused():

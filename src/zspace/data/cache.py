@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,48 @@ class Shard:
         return cls(path, offset, shape[0], tuple(shape[1:]))
 
 
+def _close_all(fds: dict[int, int]) -> None:
+    """Closes every descriptor in ``fds`` (shard index -> fd) and empties it."""
+    while fds:
+        _, fd = fds.popitem()
+        try:
+            os.close(fd)
+        except OSError:  # already closed behind our back: nothing left to release
+            pass
+
+
+class _ShardFiles:
+    """The read-only descriptors of a set of shard files, opened on first use.
+
+    Shared by a :class:`ShardedImages` and every view :meth:`~ShardedImages.select` makes
+    from it; closed by :meth:`close` or, at the latest, when the last of them is garbage
+    collected (``weakref.finalize`` holds the dict, not this object, so it does not keep it alive).
+    """
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.fds: dict[int, int] = {}
+        self._lock = threading.Lock()  # Keras' PyDataset may read batches from worker threads
+        self._finalizer = weakref.finalize(self, _close_all, self.fds)
+
+    def fd(self, shard: int) -> int:
+        fd = self.fds.get(shard)
+        if fd is None:
+            with self._lock:
+                fd = self.fds.get(shard)
+                if fd is None:
+                    fd = self.fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            _close_all(self.fds)
+
+    def __reduce__(self):
+        # Descriptors mean nothing in another process: a copy there opens its own.
+        return _ShardFiles, (self.paths,)
+
+
 class ShardedImages:
     """Images of several uint8 shard files, indexed like one float32 array in [0, 1].
 
@@ -54,12 +98,17 @@ class ShardedImages:
     memory-mapped, so the process's resident memory does not grow with the cache: the data
     passes through the page cache only.
 
+    A view holds one descriptor per shard it has read, shared with the views it was made
+    from or made by :meth:`select`. :meth:`close` (or leaving a ``with`` block) releases
+    them for all of these views; a later read opens them again. They are also closed when
+    the last of the views is garbage collected.
+
     Args:
         shards: the shard files.
         positions: global positions (into the concatenated shards) of this view's images.
     """
 
-    def __init__(self, shards: list[Shard], positions: np.ndarray | None = None):
+    def __init__(self, shards: list[Shard], positions: np.ndarray | None = None, _files: _ShardFiles | None = None):
         if not shards:
             raise DataError("a sharded image set needs at least one shard.")
         self.shards = shards
@@ -67,7 +116,17 @@ class ShardedImages:
         self.positions = np.arange(self._starts[-1]) if positions is None else np.asarray(positions, dtype=np.int64)
         self.dtype = np.dtype(np.float32)
         self._image_bytes = int(np.prod(shards[0].image_shape))
-        self._files: dict[int, int] = {}
+        self._files = _files if _files is not None else _ShardFiles([s.path for s in shards])
+
+    def close(self) -> None:
+        """Closes the shard files of this view and the views sharing them (reads reopen them)."""
+        self._files.close()
+
+    def __enter__(self) -> ShardedImages:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -82,14 +141,7 @@ class ShardedImages:
 
     def select(self, indices) -> ShardedImages:
         """A view of the images at ``indices`` (of this view); reads nothing."""
-        view = ShardedImages(self.shards, self.positions[np.asarray(indices)])
-        view._files = self._files  # share the open file descriptors
-        return view
-
-    def _fd(self, shard: int) -> int:
-        if shard not in self._files:
-            self._files[shard] = os.open(self.shards[shard].path, os.O_RDONLY)
-        return self._files[shard]
+        return ShardedImages(self.shards, self.positions[np.asarray(indices)], _files=self._files)
 
     def uint8(self, indices) -> np.ndarray:
         """The raw uint8 images at ``indices`` (an index array of this view), in that order."""
@@ -106,7 +158,7 @@ class ShardedImages:
             shard = int(shard_of[start])
             local = int(ordered[start] - self._starts[shard])
             size = (end - start) * self._image_bytes
-            data = os.pread(self._fd(shard), size, self.shards[shard].offset + local * self._image_bytes)
+            data = os.pread(self._files.fd(shard), size, self.shards[shard].offset + local * self._image_bytes)
             if len(data) != size:
                 raise DataError(f"{self.shards[shard].path}: short read (the file is truncated).")
             out[order[start:end]] = np.frombuffer(data, dtype=np.uint8).reshape(end - start, -1)
@@ -147,7 +199,18 @@ class CacheContents:
 
     @property
     def label_names(self) -> list[str]:
+        """Name of each label value (``prepare images``: the sub-folder names), or []."""
         return list(self.manifest.get("label_names", []))
+
+    def close(self) -> None:
+        """Closes the shard files (see :meth:`ShardedImages.close`)."""
+        self.images.close()
+
+    def __enter__(self) -> CacheContents:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_cache(folder: str | Path) -> CacheContents:
@@ -191,7 +254,11 @@ def read_cache(folder: str | Path) -> CacheContents:
         shards.append(shard)
         for store, part in zip((files, split, labels, attributes), parts):
             store.append(part)
+    labels = np.concatenate(labels).astype(np.int64)
+    n_names = len(manifest.get("label_names", []))
+    if n_names and labels.max() >= n_names:
+        raise DataError(f"{manifest_path}: names {n_names} labels but the shards hold label {labels.max()}.")
     return CacheContents(
         manifest, ShardedImages(shards), np.concatenate(files), np.concatenate(split).astype(np.int8),
-        np.concatenate(labels).astype(np.int64), np.concatenate(attributes).astype(np.int8),
+        labels, np.concatenate(attributes).astype(np.int8),
     )

@@ -32,6 +32,15 @@ _IDX_FILES = {
 }
 _KERAS_CACHE_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
 _SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")], "mnist": [Path("/usr/share/datasets/mnist")]}
+_DIGITS = tuple(str(d) for d in range(10))
+# The class of label value i, as the datasets' authors name them.
+LABEL_NAMES = {
+    "digits": _DIGITS,
+    "mnist": _DIGITS,
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Dataset:
         x_test, y_test: the official test (validation) split, or None when the dataset has none.
         attribute_names: names of binary attributes (CelebA's 40), or ().
         a_train, a_test: int8 (N, A) attributes (+1 / -1, 0 unknown), or None.
+        label_names: the name of each label value (``label_names[y]``), or () when unknown.
     """
 
     name: str
@@ -58,10 +68,23 @@ class Dataset:
     attribute_names: tuple[str, ...] = ()
     a_train: np.ndarray | None = None
     a_test: np.ndarray | None = None
+    label_names: tuple[str, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
+
+    def close(self) -> None:
+        """Closes the shard files of images streamed from a cache (and of the views made
+        from them); a later read opens them again. Nothing to do for in-memory arrays.
+
+        Call it when done with a cache dataset whose images something else may keep alive:
+        Keras' TensorFlow ``fit`` keeps its :class:`~zspace.training.EpochBatches` (and so
+        the images) referenced after it returns.
+        """
+        for images in (self.x_train, self.x_test):
+            if isinstance(images, ShardedImages):
+                images.close()
 
 
 def keras_cache_dir() -> Path:
@@ -90,32 +113,32 @@ def _has_idx(folder: Path) -> bool:
     return all(_find_idx(folder, stem) for stem in _IDX_FILES.values())
 
 
-def _load_idx_folder(name: str, folder: Path) -> Dataset:
+def _from_uint8(name: str, source: str, x_train, y_train, x_test, y_test,
+                label_names: tuple[str, ...] = ()) -> Dataset:
+    """A Dataset of uint8 (N, H, W[, C]) images and (N,) labels."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise DataError(f"{source}: {split} split has {len(x)} images but {len(y)} labels.")
+    return Dataset(name, source, _to_images(x_train, source), np.asarray(y_train, dtype=np.int64),
+                   _to_images(x_test, source), np.asarray(y_test, dtype=np.int64),
+                   label_names=label_names)
+
+
+def _load_idx_folder(name: str, folder: Path, label_names: tuple[str, ...] = ()) -> Dataset:
     arrays = {}
     for key, stem in _IDX_FILES.items():
         path = _find_idx(folder, stem)
         if path is None:
             raise FileNotFoundError(f"{folder}: missing IDX file {stem}(.gz) for dataset {name!r}")
         arrays[key] = read_idx(path)
-    for split in ("train", "test"):
-        n_x, n_y = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
-        if n_x != n_y:
-            raise DataError(f"{folder}: {split} split has {n_x} images but {n_y} labels.")
-    return Dataset(
-        name=name,
-        source=str(folder),
-        x_train=_to_images(arrays["x_train"], str(folder)),
-        y_train=arrays["y_train"].astype(np.int64),
-        x_test=_to_images(arrays["x_test"], str(folder)),
-        y_test=arrays["y_test"].astype(np.int64),
-    )
+    return _from_uint8(name, str(folder), arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                       label_names)
 
 
 def _load_mnist_npz(path: Path) -> Dataset:
     with np.load(path, allow_pickle=False) as data:
-        return Dataset("mnist", str(path), _to_images(data["x_train"], str(path)),
-                       data["y_train"].astype(np.int64), _to_images(data["x_test"], str(path)),
-                       data["y_test"].astype(np.int64))
+        return _from_uint8("mnist", str(path), data["x_train"], data["y_train"], data["x_test"], data["y_test"],
+                           LABEL_NAMES["mnist"])
 
 
 def find_local_dataset(name: str, data_dir: str | Path = "") -> Path | None:
@@ -144,14 +167,18 @@ def _load_digits() -> Dataset:
 
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[..., None]
-    return Dataset("digits", "scikit-learn", images, digits.target.astype(np.int64))
+    return Dataset("digits", "scikit-learn", images, digits.target.astype(np.int64), label_names=LABEL_NAMES["digits"])
 
 
-def _download(name: str) -> None:
+def _download(name: str):
+    """Downloads ``name`` into the Keras cache: ((x_train, y_train), (x_test, y_test)), uint8.
+
+    Keras reads the files it downloaded; these arrays are used, not read a second time.
+    """
     import keras
 
     loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
-    loader.load_data()
+    return loader.load_data()
 
 
 def _load_cache(folder: Path) -> Dataset:
@@ -169,6 +196,7 @@ def _load_cache(folder: Path) -> Dataset:
         attribute_names=tuple(cache.attribute_names),
         a_train=cache.attributes[train] if has_attributes else None,
         a_test=cache.attributes[valid] if has_attributes else None,
+        label_names=tuple(cache.label_names) if has_labels else (),
     )
 
 
@@ -186,11 +214,11 @@ def _read_cifar_bin(folder: Path) -> Dataset:
             raw.append(data.reshape(-1, 3073))
         records = np.concatenate(raw)
         images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return images.astype(np.float32) / 255.0, records[:, 0].astype(np.int64)
+        return images, records[:, 0]
 
     x_train, y_train = read([f"data_batch_{i}.bin" for i in range(1, 6)])
     x_test, y_test = read(["test_batch.bin"])
-    return Dataset("cifar10", str(folder), x_train, y_train, x_test, y_test)
+    return _from_uint8("cifar10", str(folder), x_train, y_train, x_test, y_test, LABEL_NAMES["cifar10"])
 
 
 def _find_cifar(data_dir: str | Path) -> Path:
@@ -240,19 +268,18 @@ def load_dataset(name: str, data_dir: str | Path = "") -> Dataset:
     found = find_local_dataset(name, data_dir)
     if found is None:
         try:
-            _download(name)
+            (x_train, y_train), (x_test, y_test) = _download(name)
         except Exception as exc:  # offline, proxy, ...: say where we looked
             raise DataError(
                 f"dataset {name!r} is not on this machine (looked in "
                 f"{data_dir or '<no data_dir>'}, {keras_cache_dir()}) and the download failed "
                 f"({type(exc).__name__}: {exc}). Pass data_dir = a folder with the IDX files."
             ) from None
-        found = find_local_dataset(name, data_dir)
-        if found is None:
-            raise DataError(f"dataset {name!r}: download finished but no files in {keras_cache_dir()}.")
+        source = find_local_dataset(name) or keras_cache_dir()
+        return _from_uint8(name, str(source), x_train, y_train, x_test, y_test, LABEL_NAMES[name])
     if found.suffix == ".npz":
         return _load_mnist_npz(found)
-    return _load_idx_folder(name, found)
+    return _load_idx_folder(name, found, LABEL_NAMES[name])
 
 
 def check_input_shape(dataset: Dataset, input_shape: tuple[int, ...]) -> None:
