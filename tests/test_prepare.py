@@ -223,12 +223,10 @@ def test_cli_prepare_and_streaming_training(celeba, tmp_path, capsys):
         "encoder_strides": [2, 2], "encoder_padding": ["same", "same"]})
     from zspace.training import train
 
-    data = load_dataset(f"cache:{out}")
-    history = train(config, dataset=data).history
+    history = train(config).history
     assert [r["epoch"] for r in history] == [1, 2] and np.isfinite(history[-1]["val_total_loss"])
     # Keras' TF fit keeps the training batches (and their open shard files) alive after it
-    # returns; the dataset's close releases them.
-    data.close()
+    # returns; train closes the dataset it loaded itself.
     assert not open_files_under(out), "shard files left open"
 
 

@@ -149,6 +149,17 @@ class Run:
         x_val = self.split.x_val
         return np.asarray(x_val[: min(n, len(x_val))], dtype=np.float32)
 
+    def close(self) -> None:
+        """Closes the shard files of a cache dataset this run loaded itself (reads reopen them)."""
+        if self._dataset is None and "_split" in self.__dict__:
+            self.data.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- files --------------------------------------------------------------------
     @property
     def history(self) -> list[dict[str, float]]:

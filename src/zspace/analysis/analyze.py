@@ -132,7 +132,7 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
     encoded = encode_run_images(run, config.split, config.batch_size)
     encode_seconds = round(time.perf_counter() - start, 3)
     analysis = analyze_codes(encoded.codes, config, encoded.labels, encoded.attributes, encoded.attribute_names,
-                             tuple(getattr(run.data, "label_names", ())))
+                             run.data.label_names)
     model = run.config.model
     analysis = replace(analysis, arrays={**analysis.arrays, "split": encoded.split},
                        seconds={**analysis.seconds, "encode": encode_seconds},

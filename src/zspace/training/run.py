@@ -213,7 +213,14 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     elif run.checkpoints():
         raise RunError(f"{run.root} has checkpoints but no config.toml; refusing to guess.")
     run.config = config  # checked against the saved one above; run.data and run.split use it
+    try:
+        return _train(run, config)
+    finally:
+        run.close()  # Keras keeps the batches (so a cache's open shard files) referenced after fit
 
+
+def _train(run: Run, config: RunConfig) -> RunResult:
+    t = config.train
     data, split = run.data, run.split
     x_train, x_val = split.x_train, split.x_val
     steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
