@@ -38,6 +38,18 @@ def test_analyze_writes_json_and_arrays(runs):
         assert data["z"].shape == (1797, 3) and data["tsne_300_embedding"].shape == (300, 2)
         radii = np.linalg.norm(data["z"], axis=1)
     assert summary["radius"]["mean"] == pytest.approx(radii.mean(), rel=1e-5)
+    assert summary["label_names"] == [str(d) for d in range(10)]  # digits: the plots name the classes
+
+
+def test_projection_legend_names_the_classes():
+    from zspace.report import plots
+
+    points = np.random.default_rng(0).normal(size=(30, 2))
+    labels = np.repeat([0, 2], 15)  # class 1 absent: no legend entry for it
+    fig = plots.plot_embedding(points, labels, "t", ("T-shirt", "Trouser", "Pullover"))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["T-shirt", "Pullover"]
+    fig = plots.plot_embedding(points, labels, "t")
+    assert fig.axes[0].get_legend() is None and len(fig.axes) == 2  # no names: a colour bar
 
 
 def test_analyze_rejects_bad_settings(runs):
