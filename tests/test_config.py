@@ -204,3 +204,28 @@ def test_dataset_doc_names_every_dataset_the_loader_accepts():
         prefix = name.partition(":")[0] + ":" if ":" in name else name
         assert f'"{prefix}' in doc, f"the `dataset` doc omits {name!r}"
 
+
+def test_prepare_and_gallery_configs_raise_config_errors():
+    from zspace.data.prepare import PrepareConfig
+    from zspace.generation.gallery import GalleryConfig
+
+    for cls, changes, message in [
+        (PrepareConfig, {"size": 0}, "`size` must be a positive number of pixels. Received: size=0"),
+        (PrepareConfig, {"crop": (5, 0, 5, 9)}, "`crop` must be (left, top, right, bottom) with 0 <= left < right"),
+        (PrepareConfig, {"crop": (1, 2, 3)}, "`crop` must be a list of 4 integers or none (false in TOML). "
+                                             "Received: crop=(1, 2, 3)"),
+        (PrepareConfig, {"max_bad_fraction": 1.5}, "`max_bad_fraction` must be in [0, 1]. Received: max_bad_fraction=1.5"),
+        (PrepareConfig, {"shard_size": 0}, "`shard_size` must be a positive integer"),
+        (PrepareConfig, {"workers": -1}, "`workers` must be >= 0 (0 = all cores)"),
+        (PrepareConfig, {"split_fractions": (0.5, 0.5)}, "`split_fractions` must be two fractions"),
+        (GalleryConfig, {"n": 0}, "`n` must be a positive integer. Received: n=0"),
+        (GalleryConfig, {"limits": ()}, "`limits` must be at least one limit"),
+        (GalleryConfig, {"limits": (1.0, -2.0)}, "`limits` must be positive half-widths"),
+        (GalleryConfig, {"sharpen_factor": -1.0}, "`sharpen_factor` must be a non-negative number, or none"),
+        (GalleryConfig, {"gmm_components": 0}, "`gmm_components` must be a positive integer"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            cls(**changes)
+        assert message in str(info.value)
+    assert PrepareConfig(crop=[0, 0, 4, 4]).crop == (0, 0, 4, 4)
+    assert GalleryConfig.from_dict(GalleryConfig(sharpen_factor=2.0).to_dict()).sharpen_factor == 2.0
