@@ -29,6 +29,7 @@ BATCH = 128
 
 def conv_layers(config):
     """[(kind, input (h, w, c), filters, kernel, stride)] of the encoder and decoder convolutions."""
+    config = config.resolved()  # the decoder fields left at None mirror the encoder
     h, w, c = config.input_shape
     layers = []
     for f, k, s in zip(config.encoder_filters, config.encoder_kernels, config.encoder_strides):

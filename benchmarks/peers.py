@@ -19,6 +19,7 @@ import numpy as np
 
 def keras_docs_vae(config):
     """The Keras documentation's VAE (custom train_step with tf.GradientTape) for ``config``."""
+    config = config.resolved()  # the decoder fields left at None mirror the encoder
     import keras
     import tensorflow as tf
     from keras import layers, ops
@@ -88,6 +89,7 @@ def keras_docs_vae(config):
 
 def torch_vae(config):
     """(model, optimizer, train_step(batch) -> loss) in plain PyTorch for ``config``."""
+    config = config.resolved()  # the decoder fields left at None mirror the encoder
     import torch
     from torch import nn
 
@@ -139,6 +141,7 @@ def torch_vae(config):
 
 def training_flops_per_image(config) -> float:
     """Forward multiply-adds x 2 from the layer shapes, times 3 for a training step (forward + backward)."""
+    config = config.resolved()  # the decoder fields left at None mirror the encoder
     h, w, c = config.input_shape
     flops = 0.0
     for f, k, s, p in zip(config.encoder_filters, config.encoder_kernels, config.encoder_strides,

@@ -9,14 +9,41 @@ from zspace.errors import ConfigError
 def test_defaults_are_the_fashion_mnist_reference_vae_with_mirrored_decoder():
     config = ModelConfig()
     assert config.encoder_filters == (32, 64, 64, 64)
-    assert config.decoder_filters == (64, 64, 32, 1)
-    assert config.decoder_strides == (1, 2, 2, 1)
+    assert config.resolved().decoder_filters == (64, 64, 32, 1)
+    assert config.resolved().decoder_strides == (1, 2, 2, 1)
     assert config.encoded_shape == (7, 7, 64)
 
 
-def test_config_is_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        ModelConfig().z_dim = 3
+def test_decoder_mirror_is_derived_not_stored():
+    config = ModelConfig()
+    resolved = config.resolved()
+    assert (config.decoder_filters, config.decoder_padding) == (None, None)  # nothing written into it
+    assert resolved.decoder_kernels == (3, 3, 3, 3) and resolved.decoder_padding == ("same",) * 4
+    assert resolved.resolved() == resolved and resolved != config
+    assert config.to_dict()["decoder_filters"] is False  # TOML has no None: false = mirror, as documented
+    # a new encoder gets its own mirror; an explicit decoder is kept (and checked against the new encoder)
+    smaller = dataclasses.replace(config, encoder_filters=(8, 16), encoder_kernels=(5, 5), encoder_strides=(2, 2),
+                                  encoder_padding=("same", "same"))
+    assert smaller.resolved().decoder_filters == (8, 1) and smaller.resolved().decoder_kernels == (5, 5)
+    with pytest.raises(ConfigError, match="`decoder_kernels` must be a list of the same length as decoder_filters"):
+        dataclasses.replace(smaller, decoder_filters=(8, 4, 1))
+
+
+def test_old_config_with_spelled_out_mirror_resumes(tmp_path):
+    from zspace.training.run import _config_differences
+
+    new = RunConfig(ModelConfig(z_dim=8), TrainConfig(epochs=4))
+    old_text = RunConfig(new.model.resolved(), new.train).to_toml()  # what config.toml held before
+    assert "decoder_filters = [64, 64, 32, 1]" in old_text
+    path = tmp_path / "config.toml"
+    path.write_text(old_text)
+    saved = load_config(path)
+    assert saved.model.decoder_filters == (64, 64, 32, 1)
+    assert _config_differences(saved, new) == []
+    assert _config_differences(saved, new.with_overrides({"epochs": 9})) == []  # epochs may change on resume
+    assert _config_differences(saved, new.with_overrides({"z_dim": 4})) == ["z_dim: 8 -> 4"]
+    changed = new.with_overrides({"decoder_kernels": [5, 3, 3, 3]})
+    assert _config_differences(saved, changed) == ["decoder_kernels: [3, 3, 3, 3] -> [5, 3, 3, 3]"]
 
 
 @pytest.mark.parametrize(
@@ -36,6 +63,11 @@ def test_config_is_frozen():
         ({"epsilon_clip": 0.0}, "epsilon_clip", "positive number"),
         ({"input_shape": (28, 28)}, "input_shape", "three positive integers"),
         ({"encoder_padding": ("same", "same", "full", "same")}, "encoder_padding[2]", "'same' | 'valid'"),
+        ({"encoder_padding": ("valid",) * 4, "encoder_kernels": (3, 3, 3, 9)}, "encoder_strides", "they leave -3x-3"),
+        ({"encoder_filters": ()}, "encoder_filters", "at least one layer"),
+        ({"encoder_strides": (1, 0, 2, 1)}, "encoder_strides", "positive integers"),
+        ({"logvar_max": 51.0}, "logvar_max", "in (0, 50]"),
+        ({"encoder_dense_units": -1}, "encoder_dense_units", "(0 = no dense layer)"),
     ],
 )
 def test_invalid_model_values_name_field_value_and_expectation(changes, field, expected):
@@ -100,7 +132,7 @@ def test_overrides_by_plain_field_name_across_sections():
     assert config.train.epochs == 6 and config.train.run_dir == "/tmp/r"
     assert config.model.z_dim == 32 and config.model.kind == "ae" and config.model.epsilon_clip is None
     # the decoder follows the new encoder instead of keeping the old mirror
-    assert config.model.decoder_filters == (4, 1)
+    assert config.model.decoder_filters is None and config.model.resolved().decoder_filters == (4, 1)
 
 
 def test_override_errors():
@@ -153,3 +185,47 @@ def test_analysis_config_validation_and_round_trip(tmp_path):
         AnalysisConfig(radius_range=(5.0, 1.0))
     with pytest.raises(ConfigError, match="unknown field `k_maximum`; did you mean `k_max`"):
         AnalysisConfig().with_overrides({"k_maximum": 3})
+
+
+def test_dataset_doc_names_every_dataset_the_loader_accepts():
+    import re
+
+    from zspace.config import field_docs
+    from zspace.data import datasets
+    from zspace.errors import DataError
+
+    with pytest.raises(DataError) as info:  # the loader lists what it accepts when refusing a name
+        datasets.load_dataset("no-such-dataset")
+    accepted = set(re.findall(r"'([\w:]+)'", str(info.value).partition("expected")[2]))
+    accepted |= set(datasets._KERAS_CACHE_NAMES)
+    assert {"digits", "cifar10", "cache:FOLDER"} <= accepted  # the message format is still parsed
+    doc = dict((name, doc) for name, _, doc in field_docs()["train"])["dataset"]
+    for name in accepted:
+        prefix = name.partition(":")[0] + ":" if ":" in name else name
+        assert f'"{prefix}' in doc, f"the `dataset` doc omits {name!r}"
+
+
+def test_prepare_and_gallery_configs_raise_config_errors():
+    from zspace.data.prepare import PrepareConfig
+    from zspace.generation.gallery import GalleryConfig
+
+    for cls, changes, message in [
+        (PrepareConfig, {"size": 0}, "`size` must be a positive number of pixels. Received: size=0"),
+        (PrepareConfig, {"crop": (5, 0, 5, 9)}, "`crop` must be (left, top, right, bottom) with 0 <= left < right"),
+        (PrepareConfig, {"crop": (1, 2, 3)}, "`crop` must be a list of 4 integers or none (false in TOML). "
+                                             "Received: crop=(1, 2, 3)"),
+        (PrepareConfig, {"max_bad_fraction": 1.5}, "`max_bad_fraction` must be in [0, 1]. Received: max_bad_fraction=1.5"),
+        (PrepareConfig, {"shard_size": 0}, "`shard_size` must be a positive integer"),
+        (PrepareConfig, {"workers": -1}, "`workers` must be >= 0 (0 = all cores)"),
+        (PrepareConfig, {"split_fractions": (0.5, 0.5)}, "`split_fractions` must be two fractions"),
+        (GalleryConfig, {"n": 0}, "`n` must be a positive integer. Received: n=0"),
+        (GalleryConfig, {"limits": ()}, "`limits` must be at least one limit"),
+        (GalleryConfig, {"limits": (1.0, -2.0)}, "`limits` must be positive half-widths"),
+        (GalleryConfig, {"sharpen_factor": -1.0}, "`sharpen_factor` must be a non-negative number, or none"),
+        (GalleryConfig, {"gmm_components": 0}, "`gmm_components` must be a positive integer"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            cls(**changes)
+        assert message in str(info.value)
+    assert PrepareConfig(crop=[0, 0, 4, 4]).crop == (0, 0, 4, 4)
+    assert GalleryConfig.from_dict(GalleryConfig(sharpen_factor=2.0).to_dict()).sharpen_factor == 2.0

@@ -1,8 +1,11 @@
-"""Property-based tests: the config loader either builds a valid config or raises ConfigError."""
+"""Property-based tests: the config loader either builds a valid config or raises a ConfigError naming the field."""
 
 import dataclasses
+import math
 import re
 import tomllib
+import types
+import typing
 
 import tomli_w
 from hypothesis import HealthCheck, given, settings
@@ -47,13 +50,97 @@ def test_random_documents_give_a_config_or_a_config_error(document):
     assert RunConfig.from_toml(config.to_toml()) == config
 
 
+# --- every field of every config class, from its annotation -------------------------------
+
+def _config_classes():
+    from zspace.data.prepare import PrepareConfig
+    from zspace.generation.gallery import GalleryConfig
+
+    return [ModelConfig, TrainConfig, AnalysisConfig, PrepareConfig, GalleryConfig]
+
+
+CLASS_FIELDS = [(cls, f) for cls in _config_classes() for f in dataclasses.fields(cls)]
+NAMED = st.sampled_from(CLASS_FIELDS).map(lambda cf: (cf[0], cf[1], typing.get_type_hints(cf[0])[cf[1].name]))
+
+
+def typed(tp):
+    """Values of type ``tp`` as construction stores them (tuples, floats), valid or not."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of(*(st.none() if a is type(None) else typed(a) for a in args))
+    if origin is typing.Literal:
+        return st.sampled_from(args)
+    if origin is tuple:
+        if args[-1] is Ellipsis:
+            return st.lists(typed(args[0]), max_size=5).map(tuple)
+        return st.tuples(*map(typed, args))
+    return {int: st.integers(-3, 300), float: st.floats(-2, 100), bool: st.booleans(), str: st.text(max_size=8)}[tp]
+
+
+def wrong(tp):
+    """Values that are not of type ``tp`` in any spelling the loader accepts."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = next(a for a in args if a is not type(None))
+        return wrong(inner).filter(lambda v: v is not False and v != "none")  # false / "none" spell None
+    if origin is typing.Literal:
+        return st.one_of(st.text(max_size=8).filter(lambda v: v not in args), st.integers())
+    if origin is tuple:
+        return st.one_of(st.integers(), st.text(max_size=8), st.floats())
+    return {int: st.one_of(st.text(max_size=8), st.floats(), st.booleans()),
+            float: st.one_of(st.text(max_size=8), st.booleans(), st.sampled_from([math.nan, math.inf, -math.inf])),
+            bool: st.one_of(st.integers(), st.text(max_size=8)),
+            str: st.one_of(st.integers(), st.floats(), st.booleans(), st.lists(st.text(max_size=3)))}[tp]
+
+
 @SETTINGS
-@given(st.text(max_size=200))
-def test_random_text_gives_a_config_or_a_config_error(text):
+@given(st.data())
+def test_a_wrongly_typed_value_is_named_with_field_and_value(data):
+    cls, f, tp = data.draw(NAMED)
+    value = data.draw(wrong(tp))
     try:
-        RunConfig.from_toml(text)
+        cls(**{f.name: value})
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError(f"{cls.__name__}({f.name}={value!r}) was accepted")
+    assert message.startswith(f"`{f.name}` must be "), message
+    assert message.endswith(f". Received: {f.name}={value!r}"), message
+    assert "\n" not in message
+
+
+@SETTINGS
+@given(st.data())
+def test_every_declared_check_is_enforced_and_named(data):
+    cls, f, tp = data.draw(NAMED)
+    value = data.draw(typed(tp))
+    default = cls()
+    violated = value is not None and any(not rule.ok(value, default) for rule in f.metadata.get("checks", ()))
+    try:
+        config = cls(**{f.name: value})
+    except ConfigError as exc:
+        if violated:
+            assert str(exc).startswith(f"`{f.name}` must be "), str(exc)
+            assert str(exc).endswith(f". Received: {f.name}={value!r}"), str(exc)
+        else:  # a cross-field check (shapes, k_max >= k_min) names the field it blames
+            assert re.match(r"`\w+` must be .*\. Received: \w+=", str(exc)), str(exc)
+        return
+    assert not violated, f"{cls.__name__}({f.name}={value!r}) passed a check it violates"
+    assert getattr(config, f.name) == value
+
+
+@SETTINGS
+@given(st.data())
+def test_valid_configs_survive_the_toml_round_trip(data):
+    cls = data.draw(st.sampled_from(_config_classes()))
+    hints = typing.get_type_hints(cls)
+    names = data.draw(st.lists(st.sampled_from([f.name for f in dataclasses.fields(cls)]), max_size=4, unique=True))
+    try:
+        config = cls(**{name: data.draw(typed(hints[name])) for name in names})
     except ConfigError:
-        pass
+        return
+    assert cls.from_dict(tomllib.loads(config.to_toml())) == config
+    assert config.with_overrides({}) == config
 
 
 @SETTINGS

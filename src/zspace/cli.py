@@ -263,11 +263,8 @@ def _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixel
             box = ()
         if len(box) != 4:
             raise ConfigError(f"--crop must be four integers LEFT,TOP,RIGHT,BOTTOM. Received: {crop!r}")
-    try:
-        return PrepareConfig(size=size, crop=box, shard_size=shard_size, workers=workers,
-                             max_bad_fraction=max_bad_fraction, max_pixels=max_pixels)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return PrepareConfig(size=size, crop=box, shard_size=shard_size, workers=workers,
+                         max_bad_fraction=max_bad_fraction, max_pixels=max_pixels)
 
 
 def _report_prepared(result) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from zspace.config_fields import Config, at_least, check, config_field, in_range, positive
 from zspace.data.cache import CACHE_FORMAT, MANIFEST, SPLITS
 from zspace.errors import DataError
 from zspace.storage import atomic_path, atomic_write_text
@@ -37,41 +38,27 @@ BAD_REPORT = "bad_files.tsv"
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
-    """Parameters of a preparation.
+class PrepareConfig(Config):
+    """Parameters of a preparation; a bad value raises ConfigError naming it."""
 
-    Attributes:
-        size: side of the square output images, pixels.
-        crop: (left, top, right, bottom) box in source pixels, or None for the centre square.
-        shard_size: images per shard file.
-        workers: processes decoding images (0 = all cores).
-        max_bad_fraction: stop when more than this fraction of the files seen so far is bad.
-        max_pixels: larger source images are refused as decompression bombs.
-        split_seed: seed of the train/valid/test split when no partition file exists.
-        split_fractions: (valid, test) fractions of that seeded split.
-    """
-
-    size: int = 96
-    crop: tuple[int, int, int, int] | None = None
-    shard_size: int = 10_000
-    workers: int = 0
-    max_bad_fraction: float = 0.01
-    max_pixels: int = 40_000_000
-    split_seed: int = 0
-    split_fractions: tuple[float, float] = (0.1, 0.1)
-
-    def __post_init__(self):
-        if self.size < 1:
-            raise ValueError(f"`size` must be a positive number of pixels. Received: size={self.size}")
-        if self.crop is not None:
-            left, top, right, bottom = self.crop
-            if not (0 <= left < right and 0 <= top < bottom):
-                raise ValueError(f"`crop` must be (left, top, right, bottom) with left < right and top < bottom. "
-                                 f"Received: crop={self.crop}")
-        if self.shard_size < 1:
-            raise ValueError(f"`shard_size` must be positive. Received: shard_size={self.shard_size}")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError(f"`max_bad_fraction` must be in [0, 1]. Received: {self.max_bad_fraction}")
+    size: int = config_field("Side of the square output images, pixels.", 96, positive("a positive number of pixels"))
+    crop: tuple[int, int, int, int] | None = config_field(
+        "(left, top, right, bottom) box in source pixels; None = the centre square.", None,
+        check(lambda b: 0 <= b[0] < b[2] and 0 <= b[1] < b[3],
+              "(left, top, right, bottom) with 0 <= left < right and 0 <= top < bottom"),
+    )
+    shard_size: int = config_field("Images per shard file.", 10_000, positive())
+    workers: int = config_field("Processes decoding images (0 = all cores).", 0, at_least(0, ">= 0 (0 = all cores)"))
+    max_bad_fraction: float = config_field(
+        "Stop when more than this fraction of the files seen so far is bad.", 0.01, in_range(0, 1)
+    )
+    max_pixels: int = config_field("Larger source images are refused as decompression bombs.", 40_000_000, positive())
+    split_seed: int = config_field("Seed of the train/valid/test split when no partition file exists.", 0,
+                                   at_least(0, "a non-negative integer"))
+    split_fractions: tuple[float, float] = config_field(
+        "(valid, test) fractions of that seeded split.", (0.1, 0.1),
+        check(lambda f: min(f) >= 0 and sum(f) < 1, "two fractions >= 0 whose sum is below 1"),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,16 @@ All functions are vectorised over the batch and take (N, H, W, C) float32 in [0,
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 import numpy as np
 
+from zspace.config import Task
+
 __all__ = ["to_grayscale", "corrupt", "task_transform", "inference_inputs", "example_inputs", "TASKS"]
 
-TASKS = ("reconstruct", "denoise", "recolor")
+TASKS = typing.get_args(Task)  # one list: the config field `task` declares it
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 

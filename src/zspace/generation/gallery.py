@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zspace.config_fields import Config, at_least, config_field, each, non_empty, positive
 from zspace.generation.modes import (
     gmm_grid,
     interpolation_grid,
@@ -22,25 +23,21 @@ DEFAULT_LIMITS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 5.0, 8.0)
 
 
 @dataclass(frozen=True)
-class GalleryConfig:
-    """Which grids :func:`write_gallery` draws.
+class GalleryConfig(Config):
+    """Which grids :func:`write_gallery` draws; a bad value raises ConfigError naming it."""
 
-    Attributes:
-        n: images per random grid (and per uniform-sweep row).
-        limits: half-widths r of the uniform sweep, one row each.
-        sharpen_factor: PIL sharpness factor; sharpened copies are written beside the
-            originals (``*_sharp.png``); None = no sharpening.
-        gmm_components: components of the post-hoc Gaussian mixture sampler.
-        gmm_points: at most this many training z-points fit the mixture.
-        seed: seed of every draw.
-    """
-
-    n: int = 10
-    limits: tuple[float, ...] = DEFAULT_LIMITS
-    sharpen_factor: float | None = None
-    gmm_components: int = 10
-    gmm_points: int = 20_000
-    seed: int = 0
+    n: int = config_field("Images per random grid (and per uniform-sweep row).", 10, positive())
+    limits: tuple[float, ...] = config_field(
+        "Half-widths r of the uniform sweep, one row each.", DEFAULT_LIMITS,
+        non_empty("at least one limit"), each(lambda r: r > 0, "positive half-widths"),
+    )
+    sharpen_factor: float | None = config_field(
+        "PIL sharpness factor; sharpened copies are written beside the originals (``*_sharp.png``); "
+        "None = no sharpening.", None, at_least(0, "a non-negative number, or none for no sharpening"),
+    )
+    gmm_components: int = config_field("Components of the post-hoc Gaussian mixture sampler.", 10, positive())
+    gmm_points: int = config_field("At most this many training z-points fit the mixture.", 20_000, positive())
+    seed: int = config_field("Seed of every draw.", 0, at_least(0, "a non-negative integer"))
 
 
 def write_gallery(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None

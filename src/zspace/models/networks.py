@@ -74,9 +74,10 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     encoded_shape = config.encoded_shape
     x = layers.Dense(math.prod(encoded_shape), kernel_initializer=init, name="decoder_dense")(z)
     x = layers.Reshape(encoded_shape, name="decoder_reshape")(x)
+    decoder = config.resolved()  # decoder fields left at None mirror the encoder
     layer_specs = list(zip(
-        config.decoder_filters, config.decoder_kernels, config.decoder_strides,
-        config.decoder_padding,
+        decoder.decoder_filters, decoder.decoder_kernels, decoder.decoder_strides,
+        decoder.decoder_padding,
     ))
     last = len(layer_specs) - 1
     for i, (filters, kernel, stride, padding) in enumerate(layer_specs):

@@ -60,7 +60,8 @@ def _say(config: RunConfig, message: str) -> None:
 
 
 def _config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
-    old_d, new_d = saved.to_dict(), new.to_dict()
+    # Resolved: an old config.toml spells the decoder mirror out, a new one leaves it false.
+    old_d, new_d = saved.resolved_dict(), new.resolved_dict()
     changes = []
     for section in old_d:
         for key, old_value in old_d[section].items():
