@@ -108,6 +108,7 @@ def test_four_kl_methods_give_same_loss_and_gradients(images, kind):
     ref = losses["layer"]
     for method, logs in losses.items():
         assert logs["loss"] == pytest.approx(ref["loss"], rel=1e-6), method
+        assert logs["total_loss"] == logs["loss"], method
         assert logs["kl_loss"] == pytest.approx(ref["kl_loss"], rel=1e-6), method
         for a, b in zip(steps["layer"], steps[method]):
             np.testing.assert_allclose(a, b, atol=1e-6, err_msg=method)
@@ -115,6 +116,37 @@ def test_four_kl_methods_give_same_loss_and_gradients(images, kind):
     assert moved > 1e-4  # the step did something, so equal steps mean equal gradients
     if kind == "vae":
         assert ref["kl_loss"] > 0
+
+
+@pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
+def test_nonfinite_step_names_the_first_bad_step_inside_one_compiled_call(images, method):
+    images = images.copy()
+    images[5, 0, 0, 0] = np.nan  # in the second batch of 4
+    model = build_model(tiny_model_config(kl_method=method), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), steps_per_execution=4)
+    history = model.fit(images, images, batch_size=4, epochs=1, shuffle=False, verbose=0).history
+    assert history["nonfinite_step"] == [2.0]
+    assert not np.isfinite(history["loss"][0]) and not np.isfinite(history["total_loss"][0])
+
+
+def test_train_step_method_scales_the_loss_under_mixed_float16(images):
+    """The custom step must scale the loss as Keras' step does: the loss-scale optimizer
+    divides every gradient by its scale (32768), whether or not the loss was scaled."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("mixed precision checked on the TensorFlow backend")
+    keras.utils.set_random_seed(3)
+    steps = {}
+    for method in ("add_loss", "train_step"):
+        model = build_model(tiny_model_config(kl_method=method), seed=11, precision="mixed_float16")
+        if method == "add_loss":
+            initial = model.get_weights()
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        model.train_on_batch(images, images)
+        steps[method] = [w0 - w1 for w0, w1 in zip(initial, model.get_weights())]
+    for a, b in zip(steps["add_loss"], steps["train_step"]):
+        np.testing.assert_allclose(a, b, atol=1e-3 * max(1.0, float(np.abs(a).max())))
+    assert max(float(np.abs(s).max()) for s in steps["add_loss"]) > 1e-3
 
 
 def test_kl_weight_scales_the_kl_term(images):
