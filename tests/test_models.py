@@ -1,6 +1,7 @@
 """Model tests; CI runs them on TensorFlow, PyTorch and JAX (KERAS_BACKEND=torch, jax)."""
 
 import dataclasses
+import inspect
 import json
 import zipfile
 
@@ -12,7 +13,8 @@ from conftest import tiny_model_config
 from zspace.config import ModelConfig
 from zspace.errors import ModelFileError
 from zspace.models import Autoencoder, KLDivergenceLoss, Sampling, build_model, kl_per_image, load_model
-from zspace.models.layers import FusibleLeakyReLU
+from zspace.models.autoencoder import FirstNonFiniteStep
+from zspace.models.layers import FusibleLeakyReLU, SoftUpperClip
 from zspace.models.losses import LogvarKLLoss, MuKLLoss, ReconstructionLoss
 from zspace.models.saving import save_model
 
@@ -267,25 +269,63 @@ def test_same_seed_same_noise():
 
 # --- serialization -----------------------------------------------------------------
 
-@pytest.mark.parametrize("obj", [
-    Sampling(seed=3, epsilon_clip=None, epsilon_scale=0.5),
-    KLDivergenceLoss(kl_factor=2.5),
-    ReconstructionLoss("mse"),
-    MuKLLoss(0.3),
-    LogvarKLLoss(0.3),
-    FusibleLeakyReLU(negative_slope=0.2),
-])
-def test_config_round_trip_of_registered_objects(obj):
-    config = obj.get_config()
-    clone = obj.__class__.from_config(config)
-    assert clone.get_config() == config
+# Every ModelConfig field away from its default, so a field get_config drops shows up.
+NON_DEFAULT_MODEL_CONFIG = ModelConfig(
+    kind="ae", input_shape=(8, 8, 1), z_dim=3, encoder_filters=(4, 8), encoder_kernels=(3, 3),
+    encoder_strides=(2, 2), encoder_padding=("same", "same"), decoder_filters=(6, 1), decoder_kernels=(3, 3),
+    decoder_strides=(2, 2), decoder_padding=("same", "same"), activation="selu", batch_norm=True,
+    dropout_rate=0.1, encoder_dense_units=8, reconstruction_loss="mse", kl_factor=0.3, kl_method="train_step",
+    epsilon_clip=None, logvar_max=8.0, epsilon_scale=0.5,
+)
+# A non-default value for every constructor parameter of every registered zspace class.
+NON_DEFAULT_ARGS = {
+    ReconstructionLoss: dict(kind="mse", name="reco_2"),
+    MuKLLoss: dict(kl_factor=0.3, name="mu_kl_2"),
+    LogvarKLLoss: dict(kl_factor=0.3, name="logvar_kl_2"),
+    Sampling: dict(seed=3, epsilon_clip=None, epsilon_scale=0.5),
+    KLDivergenceLoss: dict(kl_factor=2.5),
+    SoftUpperClip: dict(max_value=7.0),
+    FusibleLeakyReLU: dict(negative_slope=0.2),
+    FirstNonFiniteStep: dict(name="first_bad_step"),
+    Autoencoder: dict(config=NON_DEFAULT_MODEL_CONFIG, seed=4),
+}
 
 
-def test_autoencoder_config_round_trip():
-    model = build_model(tiny_model_config(kind="ae", kl_method="layer", epsilon_clip=None), seed=4)
-    clone = Autoencoder.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    assert clone.model_config == model.model_config
+def constructor_params(cls):
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def reported(obj, param):
+    """What ``obj.get_config()`` says a constructor parameter was (the ModelConfig for ``config``)."""
+    value = obj.get_config()[param]
+    return ModelConfig(**value) if param == "config" else value
+
+
+def test_every_registered_class_has_non_default_test_arguments():
+    registered = {cls for key, cls in keras.saving.get_custom_objects().items() if key.startswith("zspace>")}
+    assert registered == set(NON_DEFAULT_ARGS)
+    for field in dataclasses.fields(ModelConfig):
+        assert getattr(NON_DEFAULT_MODEL_CONFIG, field.name) != field.default, field.name
+
+
+@pytest.mark.parametrize("cls", list(NON_DEFAULT_ARGS), ids=lambda cls: cls.__name__)
+def test_config_round_trip_keeps_every_constructor_argument(cls):
+    """Built with non-default arguments, a registered class must get each one back from its config."""
+    args = NON_DEFAULT_ARGS[cls]
+    params = constructor_params(cls)
+    assert sorted(params) == sorted(args), "give every constructor parameter a non-default test value"
+    for param, value in args.items():
+        assert value != params[param].default, param
+    obj = cls(**args)
+    saved = json.loads(json.dumps(keras.saving.serialize_keras_object(obj)))  # as in a .keras file
+    clones = [cls.from_config(obj.get_config()), keras.saving.deserialize_keras_object(saved)]
+    for clone in clones:
+        assert type(clone) is cls
+        for param, value in args.items():
+            expected = list(value) if isinstance(value, tuple) else value
+            assert reported(obj, param) == expected, f"{cls.__name__}.get_config() lacks {param}={value!r}"
+            assert reported(clone, param) == expected, f"{cls.__name__} lost {param}={value!r} in a round trip"
 
 
 @pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
