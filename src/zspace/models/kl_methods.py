@@ -28,7 +28,9 @@ from zspace.config import ModelConfig
 from zspace.models.layers import KLDivergenceLoss
 from zspace.models.losses import LogvarKLLoss, MuKLLoss, ReconstructionLoss, reconstruction_per_image
 
-__all__ = ["KLMethod", "NoKL", "LayerKL", "OutputsKL", "AddLossKL", "TrainStepKL", "KL_METHODS", "kl_method_for"]
+__all__ = [
+    "KLMethod", "NoKL", "LayerKL", "OutputsKL", "AddLossKL", "TrainStepKL", "KL_METHODS", "kl_method_for",
+]
 
 
 class KLMethod:
@@ -52,9 +54,6 @@ class KLMethod:
     def train_step(self, model, *args):
         # Keras' own step for the backend (it calls model.compute_loss).
         return keras.Model.train_step(model, *args)
-
-    def __repr__(self):
-        return f"{type(self).__name__}()"
 
 
 class NoKL(KLMethod):
