@@ -1,6 +1,7 @@
 """Model tests; CI runs them on TensorFlow, PyTorch and JAX (KERAS_BACKEND=torch, jax)."""
 
 import dataclasses
+import inspect
 import json
 import zipfile
 
@@ -12,7 +13,8 @@ from conftest import tiny_model_config
 from zspace.config import ModelConfig
 from zspace.errors import ModelFileError
 from zspace.models import Autoencoder, KLDivergenceLoss, Sampling, build_model, kl_per_image, load_model
-from zspace.models.layers import FusibleLeakyReLU
+from zspace.models.autoencoder import FirstNonFiniteStep
+from zspace.models.layers import FusibleLeakyReLU, SoftUpperClip
 from zspace.models.losses import LogvarKLLoss, MuKLLoss, ReconstructionLoss
 from zspace.models.saving import save_model
 
@@ -108,6 +110,7 @@ def test_four_kl_methods_give_same_loss_and_gradients(images, kind):
     ref = losses["layer"]
     for method, logs in losses.items():
         assert logs["loss"] == pytest.approx(ref["loss"], rel=1e-6), method
+        assert logs["total_loss"] == logs["loss"], method
         assert logs["kl_loss"] == pytest.approx(ref["kl_loss"], rel=1e-6), method
         for a, b in zip(steps["layer"], steps[method]):
             np.testing.assert_allclose(a, b, atol=1e-6, err_msg=method)
@@ -115,6 +118,39 @@ def test_four_kl_methods_give_same_loss_and_gradients(images, kind):
     assert moved > 1e-4  # the step did something, so equal steps mean equal gradients
     if kind == "vae":
         assert ref["kl_loss"] > 0
+
+
+@pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
+def test_nonfinite_step_names_the_first_bad_step_inside_one_compiled_call(images, method):
+    images = images.copy()
+    images[5, 0, 0, 0] = np.nan  # in the second batch of 4
+    # mse: PyTorch's binary cross-entropy raises on NaN instead of returning it
+    model = build_model(tiny_model_config(kl_method=method, reconstruction_loss="mse"), seed=0)
+    spe = 1 if keras.backend.backend() == "torch" else 4  # Keras' PyTorch trainer runs one step per call
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), steps_per_execution=spe)
+    history = model.fit(images, images, batch_size=4, epochs=1, shuffle=False, verbose=0).history
+    assert history["nonfinite_step"] == [2.0]
+    assert not np.isfinite(history["loss"][0]) and not np.isfinite(history["total_loss"][0])
+
+
+def test_train_step_method_scales_the_loss_under_mixed_float16(images):
+    """The custom step must scale the loss as Keras' step does: the loss-scale optimizer
+    divides every gradient by its scale (32768), whether or not the loss was scaled."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("mixed precision checked on the TensorFlow backend")
+    keras.utils.set_random_seed(3)
+    steps = {}
+    for method in ("add_loss", "train_step"):
+        model = build_model(tiny_model_config(kl_method=method), seed=11, precision="mixed_float16")
+        if method == "add_loss":
+            initial = model.get_weights()
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        model.train_on_batch(images, images)
+        steps[method] = [w0 - w1 for w0, w1 in zip(initial, model.get_weights())]
+    for a, b in zip(steps["add_loss"], steps["train_step"]):
+        np.testing.assert_allclose(a, b, atol=1e-3 * max(1.0, float(np.abs(a).max())))
+    assert max(float(np.abs(s).max()) for s in steps["add_loss"]) > 1e-3
 
 
 def test_kl_weight_scales_the_kl_term(images):
@@ -235,25 +271,63 @@ def test_same_seed_same_noise():
 
 # --- serialization -----------------------------------------------------------------
 
-@pytest.mark.parametrize("obj", [
-    Sampling(seed=3, epsilon_clip=None, epsilon_scale=0.5),
-    KLDivergenceLoss(kl_factor=2.5),
-    ReconstructionLoss("mse"),
-    MuKLLoss(0.3),
-    LogvarKLLoss(0.3),
-    FusibleLeakyReLU(negative_slope=0.2),
-])
-def test_config_round_trip_of_registered_objects(obj):
-    config = obj.get_config()
-    clone = obj.__class__.from_config(config)
-    assert clone.get_config() == config
+# Every ModelConfig field away from its default, so a field get_config drops shows up.
+NON_DEFAULT_MODEL_CONFIG = ModelConfig(
+    kind="ae", input_shape=(8, 8, 1), z_dim=3, encoder_filters=(4, 8), encoder_kernels=(3, 3),
+    encoder_strides=(2, 2), encoder_padding=("same", "same"), decoder_filters=(6, 1), decoder_kernels=(3, 3),
+    decoder_strides=(2, 2), decoder_padding=("same", "same"), activation="selu", batch_norm=True,
+    dropout_rate=0.1, encoder_dense_units=8, reconstruction_loss="mse", kl_factor=0.3, kl_method="train_step",
+    epsilon_clip=None, logvar_max=8.0, epsilon_scale=0.5,
+)
+# A non-default value for every constructor parameter of every registered zspace class.
+NON_DEFAULT_ARGS = {
+    ReconstructionLoss: dict(kind="mse", name="reco_2"),
+    MuKLLoss: dict(kl_factor=0.3, name="mu_kl_2"),
+    LogvarKLLoss: dict(kl_factor=0.3, name="logvar_kl_2"),
+    Sampling: dict(seed=3, epsilon_clip=None, epsilon_scale=0.5),
+    KLDivergenceLoss: dict(kl_factor=2.5),
+    SoftUpperClip: dict(max_value=7.0),
+    FusibleLeakyReLU: dict(negative_slope=0.2),
+    FirstNonFiniteStep: dict(name="first_bad_step"),
+    Autoencoder: dict(config=NON_DEFAULT_MODEL_CONFIG, seed=4),
+}
 
 
-def test_autoencoder_config_round_trip():
-    model = build_model(tiny_model_config(kind="ae", kl_method="layer", epsilon_clip=None), seed=4)
-    clone = Autoencoder.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    assert clone.model_config == model.model_config
+def constructor_params(cls):
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def reported(obj, param):
+    """What ``obj.get_config()`` says a constructor parameter was (the ModelConfig for ``config``)."""
+    value = obj.get_config()[param]
+    return ModelConfig(**value) if param == "config" else value
+
+
+def test_every_registered_class_has_non_default_test_arguments():
+    registered = {cls for key, cls in keras.saving.get_custom_objects().items() if key.startswith("zspace>")}
+    assert registered == set(NON_DEFAULT_ARGS)
+    for field in dataclasses.fields(ModelConfig):
+        assert getattr(NON_DEFAULT_MODEL_CONFIG, field.name) != field.default, field.name
+
+
+@pytest.mark.parametrize("cls", list(NON_DEFAULT_ARGS), ids=lambda cls: cls.__name__)
+def test_config_round_trip_keeps_every_constructor_argument(cls):
+    """Built with non-default arguments, a registered class must get each one back from its config."""
+    args = NON_DEFAULT_ARGS[cls]
+    params = constructor_params(cls)
+    assert sorted(params) == sorted(args), "give every constructor parameter a non-default test value"
+    for param, value in args.items():
+        assert value != params[param].default, param
+    obj = cls(**args)
+    saved = json.loads(json.dumps(keras.saving.serialize_keras_object(obj)))  # as in a .keras file
+    clones = [cls.from_config(obj.get_config()), keras.saving.deserialize_keras_object(saved)]
+    for clone in clones:
+        assert type(clone) is cls
+        for param, value in args.items():
+            expected = list(value) if isinstance(value, tuple) else value
+            assert reported(obj, param) == expected, f"{cls.__name__}.get_config() lacks {param}={value!r}"
+            assert reported(clone, param) == expected, f"{cls.__name__} lost {param}={value!r} in a round trip"
 
 
 @pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])

@@ -9,15 +9,8 @@ import numpy as np
 from keras import ops
 
 from zspace.config import ModelConfig
-from zspace.models import train_steps
-from zspace.models.layers import KLDivergenceLoss
-from zspace.models.losses import (
-    LogvarKLLoss,
-    MuKLLoss,
-    ReconstructionLoss,
-    kl_per_image,
-    reconstruction_per_image,
-)
+from zspace.models.kl_methods import KLMethod, kl_method_for
+from zspace.models.losses import kl_per_image
 from zspace.models.networks import build_decoder, build_encoder
 
 __all__ = ["Autoencoder", "build_model"]
@@ -56,27 +49,18 @@ class Autoencoder(keras.Model):
     plus ``mu`` and ``logvar`` (batch, z_dim) and ``weighted_kl`` (batch,), each image's
     kl_factor * kl_scale * KL in nats, for a VAE.
 
-    How the KL term reaches the optimizer depends on ``config.kl_method``:
-
-    - ``"layer"``: a :class:`KLDivergenceLoss` layer calls ``add_loss`` inside the forward pass.
-    - ``"outputs"``: ``mu`` and ``logvar`` are outputs with their own loss functions
-      (:class:`MuKLLoss`, :class:`LogvarKLLoss`) given to ``compile``.
-    - ``"add_loss"``: the model calls ``self.add_loss`` in its own ``call``. (Keras 2 let a
-      functional model take ``model.add_loss(kl_tensor)`` on symbolic tensors; Keras 3's
-      ``Functional.add_loss`` raises ``NotImplementedError``, because a Keras 3 functional
-      graph only records layer calls, so a loss built from raw ops on symbolic tensors
-      could never be re-evaluated at training time.)
-    - ``"train_step"``: a custom training step computes reco + KL under the backend's
-      autodiff (:mod:`zspace.models.train_steps`); nothing goes through ``compile``'s loss.
-
-    All four give the same loss and gradients for the same batch, weights and noise.
+    How the KL term reaches the optimizer depends on ``config.kl_method`` ("layer",
+    "outputs", "add_loss" or "train_step"): ``self.kl_method`` is that method's object from
+    :mod:`zspace.models.kl_methods`, which holds everything the method changes (layers,
+    forward pass, compile losses, loss, training step). All four give the same loss and
+    gradients for the same batch, weights and noise. An AE has no KL term (``NoKL``).
 
     Reported metrics (batch-size-weighted means, so ``total_loss == reco_loss + kl_loss``
-    also holds for epoch means): ``total_loss`` (Keras' own ``loss``, the differentiated
-    total), ``reco_loss`` (= total - KL terms), ``kl_loss`` (weighted by ``kl_factor``) and,
-    for a VAE, ``kl_divergence`` (unweighted KL, nats per image). The reconstruction term is
-    not computed a second time for the metrics: that pass over every pixel cost 1-3% of a
-    training step.
+    also holds for epoch means): ``loss`` and ``total_loss`` (the differentiated total),
+    ``reco_loss`` (= total - KL terms), ``kl_loss`` (weighted by ``kl_factor``) and, for a
+    VAE, ``kl_divergence`` (unweighted KL, nats per image); ``nonfinite_step``
+    (:class:`FirstNonFiniteStep` of the total). The reconstruction term is not computed a
+    second time for the metrics: that pass over every pixel cost 1-3% of a training step.
     """
 
     def __init__(self, config: ModelConfig | dict[str, Any], seed: int | None = None, **kwargs):
@@ -85,15 +69,17 @@ class Autoencoder(keras.Model):
         self.seed = seed
         cfg = self.model_config
         self.is_vae = cfg.kind == "vae"
-        self.kl_method = cfg.kl_method if self.is_vae else None
+        self.kl_method: KLMethod = kl_method_for(cfg)
         # === Layers ===
         self.encoder = build_encoder(cfg, seed=seed)
         self.decoder = build_decoder(cfg)
-        if self.kl_method == "layer":
-            self.kl_loss_layer = KLDivergenceLoss(cfg.kl_factor, name="kl_loss_layer")
+        self.kl_method.build(self)
         # Multiplies the KL weight; the KL warm-up callback ramps it from 0 to 1.
         self.kl_scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="kl_scale")
         # === Metrics ===
+        # The model's own total-loss tracker: Keras' `loss` tracker is private and is not
+        # updated by the "train_step" method's custom steps.
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
         if self.is_vae:
             self.kl_divergence_tracker = keras.metrics.Mean(name="kl_divergence")
@@ -106,56 +92,25 @@ class Autoencoder(keras.Model):
 
     # --- forward ------------------------------------------------------------------
     def call(self, inputs, training=None):
-        encoded = self.encoder(inputs, training=training)
-        outputs = dict(encoded)
-        if self.kl_method == "layer":
-            outputs["mu"], outputs["logvar"] = self.kl_loss_layer(
-                [encoded["mu"], encoded["logvar"]], scale=self.kl_scale
-            )
+        outputs = dict(self.encoder(inputs, training=training))
         if self.is_vae:
             # An output rather than a read of kl_scale in compute_metrics: Keras' JAX trainer
             # empties the model's variables while it trains, so only outputs reach the metrics.
-            outputs["weighted_kl"] = self.kl_weight() * kl_per_image(encoded["mu"], encoded["logvar"])
-        if self.kl_method == "add_loss":
-            self.add_loss(ops.mean(outputs["weighted_kl"]))
-        outputs["reconstruction"] = self.decoder(encoded["z"], training=training)
+            outputs["weighted_kl"] = self.kl_weight() * kl_per_image(outputs["mu"], outputs["logvar"])
+        outputs = self.kl_method.forward(self, outputs)
+        outputs["reconstruction"] = self.decoder(outputs["z"], training=training)
         return outputs
 
-    # --- losses -------------------------------------------------------------------
     def kl_weight(self):
         """kl_factor * kl_scale (scalar, float32): the weight of the KL term right now."""
         return self.model_config.kl_factor * ops.cast(self.kl_scale, "float32")
 
-    def loss_terms(self, y, y_pred):
-        """(reco, weighted KL) batch means, computed directly from targets and outputs."""
-        reco = ops.mean(
-            reconstruction_per_image(y, y_pred["reconstruction"], self.model_config.reconstruction_loss)
-        )
-        if not self.is_vae:
-            return reco, ops.zeros_like(reco)
-        return reco, ops.mean(y_pred["weighted_kl"])
-
-    def explicit_loss(self, y, y_pred, extra_losses=()):
-        """reco + kl_factor * KL + extra layer losses (regularisers), computed directly."""
-        reco, kl = self.loss_terms(y, y_pred)
-        total = reco + kl
-        for loss in extra_losses:
-            total = total + ops.sum(loss)
-        return total
-
+    # --- training -----------------------------------------------------------------
     def compile(self, optimizer="adam", **kwargs):
         """Compiles with the losses the KL method needs; pass only optimizer and options."""
         if "loss" in kwargs:
             raise ValueError("Autoencoder.compile sets its own loss; do not pass `loss`.")
-        reco = ReconstructionLoss(self.model_config.reconstruction_loss)
-        if self.kl_method == "train_step":
-            loss = None
-        elif self.kl_method == "outputs":
-            kl_factor = self.model_config.kl_factor
-            loss = {"reconstruction": reco, "mu": MuKLLoss(kl_factor), "logvar": LogvarKLLoss(kl_factor)}
-        else:
-            loss = {"reconstruction": reco}
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        super().compile(optimizer=optimizer, loss=self.kl_method.compile_loss(self.model_config), **kwargs)
 
     def get_compile_config(self):
         if not self.compiled:
@@ -168,18 +123,21 @@ class Autoencoder(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if self.kl_method == "train_step":  # evaluation: the same loss the custom step trains on
-            return self.explicit_loss(y, y_pred, self.losses)
-        if self.kl_method == "outputs":
-            # The KL losses ignore y_true; hand them the outputs so the structures match.
-            y = {"reconstruction": y, "mu": y_pred["mu"], "logvar": y_pred["logvar"]}
-        return super().compute_loss(x, y, y_pred, sample_weight, training)
+        """The batch's total loss (scalar) by the KL method; also tracks it."""
+        total = self.kl_method.compute_loss(self, x, y, y_pred, sample_weight, training)
+        self.track_total_loss(total, y_pred)
+        return total
+
+    def track_total_loss(self, total, y_pred):
+        """Feeds one step's total loss (scalar) to ``total_loss`` and ``nonfinite_step``.
+
+        Called once per train/test step: by :meth:`compute_loss` in Keras' steps, by the
+        "train_step" method's own steps. Under JAX both run where metric variables are mapped.
+        """
+        self.total_loss_tracker.update_state(total, sample_weight=ops.shape(y_pred["z"])[0])
+        self.nonfinite_step_tracker.update_state(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        # Every Keras train/test step updates its loss tracker with this step's total just
-        # before calling compute_metrics; the running mean turns non-finite at the first
-        # non-finite step and stays so.
-        self.nonfinite_step_tracker.update_state(self._loss_tracker.result())
         batch_size = ops.shape(y_pred["z"])[0]
         if self.is_vae:
             raw_kl = ops.mean(kl_per_image(y_pred["mu"], y_pred["logvar"]))
@@ -192,15 +150,13 @@ class Autoencoder(keras.Model):
 
     def get_metrics_result(self):
         logs = super().get_metrics_result()
-        if "loss" in logs:  # compiled
-            logs["total_loss"] = logs["loss"]
-            logs["reco_loss"] = logs["loss"] - logs["kl_loss"]
+        # Keras' own `loss` equals total_loss in its steps and stays 0 in "train_step"'s.
+        logs["loss"] = logs["total_loss"]
+        logs["reco_loss"] = logs["total_loss"] - logs["kl_loss"]
         return logs
 
     def train_step(self, *args):
-        if self.kl_method == "train_step":
-            return train_steps.custom_train_step(self, *args)
-        return super().train_step(*args)
+        return self.kl_method.train_step(self, *args)
 
     # --- inference ----------------------------------------------------------------
     def encode(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
