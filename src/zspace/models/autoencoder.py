@@ -65,7 +65,7 @@ class Autoencoder(keras.Model):
 
     def __init__(self, config: ModelConfig | dict[str, Any], seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.model_config = config if isinstance(config, ModelConfig) else ModelConfig(**config)
+        self.model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.seed = seed
         cfg = self.model_config
         self.is_vae = cfg.kind == "vae"
@@ -185,13 +185,7 @@ class Autoencoder(keras.Model):
 
     # === Config ===
     def get_config(self):
-        from zspace.config import RunConfig
-
-        return {
-            **super().get_config(),
-            "config": RunConfig(model=self.model_config).to_dict()["model"],
-            "seed": self.seed,
-        }
+        return {**super().get_config(), "config": self.model_config.to_dict(), "seed": self.seed}
 
 
 def _predict_fixed_batches(network: keras.Model, x, batch_size: int):
