@@ -273,28 +273,23 @@ def _report_prepared(result) -> None:
                + (f", listed in {result.folder / 'bad_files.tsv'}" if result.bad else ""))
 
 
-@prepare_app.command("celeba")
-def prepare_celeba_command(src: SourceDir, out: CacheDir, size: Size = 96, crop: Crop = None,
-                           shard_size: ShardSize = 10_000, workers: Workers = 0, max_bad_fraction: MaxBad = 0.01,
-                           max_pixels: MaxPixels = 40_000_000) -> None:
-    """CelebA: img_align_celeba JPEGs (+ list_attr_celeba.txt, list_eval_partition.txt when present)."""
-    from zspace.data.prepare import prepare_celeba
+def _add_prepare_command(name: str, doc: str) -> None:
+    """``zspace prepare NAME``: the same options for every source, calling ``zspace.data.prepare.prepare_NAME``."""
+    def command(src: SourceDir, out: CacheDir, size: Size = 96, crop: Crop = None, shard_size: ShardSize = 10_000,
+                workers: Workers = 0, max_bad_fraction: MaxBad = 0.01, max_pixels: MaxPixels = 40_000_000) -> None:
+        from zspace.data import prepare
 
-    with _clear_errors():
-        config = _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixels)
-        _report_prepared(prepare_celeba(src, out, config))
+        with _clear_errors():
+            config = _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixels)
+            _report_prepared(getattr(prepare, f"prepare_{name}")(src, out, config))
+
+    command.__doc__ = doc
+    prepare_app.command(name)(command)
 
 
-@prepare_app.command("images")
-def prepare_images_command(src: SourceDir, out: CacheDir, size: Size = 96, crop: Crop = None,
-                           shard_size: ShardSize = 10_000, workers: Workers = 0, max_bad_fraction: MaxBad = 0.01,
-                           max_pixels: MaxPixels = 40_000_000) -> None:
-    """Any folder of JPEG / PNG images; sub-folder names become labels."""
-    from zspace.data.prepare import prepare_images
-
-    with _clear_errors():
-        config = _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixels)
-        _report_prepared(prepare_images(src, out, config))
+_add_prepare_command("celeba", "CelebA: img_align_celeba JPEGs (+ list_attr_celeba.txt, list_eval_partition.txt "
+                               "when present).")
+_add_prepare_command("images", "Any folder of JPEG / PNG images; sub-folder names become labels.")
 
 
 def main(argv: list[str] | None = None) -> int:

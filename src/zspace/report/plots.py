@@ -125,7 +125,8 @@ def plot_embedding(embedding, labels=None, title: str = "", label_names=()) -> F
             if chosen.any():
                 ax.scatter(embedding[chosen, 0], embedding[chosen, 1], s=size, lw=0, alpha=0.7, color=cmap(i),
                            label=name)
-        ax.legend(fontsize=6, markerscale=max(1.0, 6 / size), loc="best", framealpha=0.7)
+        ax.legend(fontsize=6, markerscale=max(1.0, 6 / size), loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  frameon=False)
     else:
         scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, s=size, lw=0, alpha=0.7, cmap="tab10")
         fig.colorbar(scatter, ax=ax, fraction=0.04)
