@@ -12,6 +12,7 @@ from zspace.analysis import analyze_codes
 from zspace.analysis.records import Analysis
 from zspace.analysis.statistics import axis_stats, radius_stats, vae_internals
 from zspace.config import AnalysisConfig
+from zspace.errors import RunError
 from zspace.rundir import Run
 
 FAST = AnalysisConfig(k_min=2, k_max=6, kmeans_seeds=(0,), tsne_sizes=(60,), pca_subset=50, axes=(0, 2))
@@ -92,8 +93,23 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
     run.save_analysis(analysis)
     back = run.load_analysis()
     _same(back, analysis)
-    run.analysis_json.write_text(json.dumps({"kind": "vae"}))
-    with pytest.raises(Exception, match=r"analysis\.json: not an analysis written by zspace"):
+    good = analysis.to_json()
+    hostile = [
+        {"kind": "vae"},  # fields missing
+        {**good, "z_dim": 1e308},  # a float where an int belongs
+        {**good, "radius": {**good["radius"], "counts": {"a": 1}}},  # an object where numbers belong
+        {**good, "radius": {**good["radius"], "counts": ["1e9", "x"]}},  # strings that are no numbers
+        {**good, "radius": {**good["radius"], "shell_50": [1.0, 2.0, 3.0]}},  # three values for a pair
+        {**good, "tsne": {"size": 3}},  # a table where a list belongs
+        [1, 2, 3],  # not a JSON object at all
+    ]
+    for data in hostile:
+        run.analysis_json.write_text(json.dumps(data))
+        with pytest.raises(RunError, match=r"analysis\.json: not an analysis written by zspace"):
+            run.load_analysis()
+    with open(run.analysis_json, "wb") as f:  # sparse: 65 MiB on the size check, nothing on disk
+        f.truncate(65 * 2**20)
+    with pytest.raises(RunError, match="larger than 64 MiB"):
         run.load_analysis()
 
 

@@ -45,23 +45,24 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
           + ("" if use_fashion else " (Fashion-MNIST is not on this machine; using the embedded digits)"),
           flush=True)
     data = load_dataset(config.train.dataset, config.train.data_dir)
-    results = []
+    results, radii = [], []
     for kind in ("ae", "vae"):
         run_config = config.with_overrides({"kind": kind, "run_dir": str(Path(out_dir) / kind)})
         print(f"[zspace demo] training the {kind.upper()} into {run_config.train.run_dir}", flush=True)
-        results.append(train(run_config, dataset=data))
+        result = train(run_config, dataset=data)
+        # Encoded before anything else draws sampling noise from the model, so the radius is reproducible.
+        radii.append(float(np.linalg.norm(encode_images(result.model, result.run.split.x_val)["z"], axis=1).mean()))
+        results.append(result)
     print("[zspace demo] analysing both runs and writing the report", flush=True)
     rows, reports = [], []
-    for result in results:
+    for result, mean_radius in zip(results, radii):
         analyze_run(result.run, analysis_config)
         report = collect_run(result.run)
         reports.append(report)
         last = result.history[-1]
-        z = encode_images(result.model, result.run.split.x_val)["z"]
         rows.append(DemoRow(
             kind=result.config.model.kind, epochs=int(last["epoch"]), val_total_loss=last["val_total_loss"],
-            val_reco_loss=last["val_reco_loss"], val_kl_loss=last["val_kl_loss"],
-            mean_radius=float(np.linalg.norm(z, axis=1).mean()),
+            val_reco_loss=last["val_reco_loss"], val_kl_loss=last["val_kl_loss"], mean_radius=mean_radius,
             files=(report.gallery["reconstructions"], report.gallery["normal"]),
         ))
     return rows, write_html_report(reports, Path(out_dir) / "report.html")

@@ -55,7 +55,10 @@ def _from_json_value(value: Any, tp: Any) -> Any:
     if tp is Any:
         return value
     if tp is np.ndarray:
-        return np.asarray(_floats(value))
+        array = np.asarray(_floats(value))
+        if array.dtype.kind not in "biuf":  # numbers only: no object or string arrays from a file
+            raise TypeError(f"expected a (nested) list of numbers, got {str(value)[:80]}")
+        return array
     if tp is float:
         return float(value)
     if tp in (int, str, bool):

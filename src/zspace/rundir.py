@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "run_data", "read_history", "list_checkpoints"]
 
+# analysis.json holds summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
+MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
 
 
@@ -107,6 +109,11 @@ class Run:
         if not run.root.is_dir():
             raise FileNotFoundError(f"run directory not found: {run.root}")
         return run
+
+    @classmethod
+    def of(cls, run: Run | str | Path) -> Run:
+        """``run`` itself, or the existing run directory at that path."""
+        return run if isinstance(run, Run) else cls.open(run)
 
     def __repr__(self) -> str:
         return f"Run({str(self.root)!r})"
@@ -201,6 +208,9 @@ class Run:
         for path in (self.analysis_json, self.analysis_npz):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: run `zspace analyze {self.root}` first")
+        if self.analysis_json.stat().st_size > MAX_ANALYSIS_JSON_BYTES:
+            raise RunError(f"{self.analysis_json}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; "
+                           f"not an analysis written by zspace.")
         with np.load(self.analysis_npz, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         try:

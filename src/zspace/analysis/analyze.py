@@ -126,7 +126,7 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
     Args:
         run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
     """
-    run = run if isinstance(run, Run) else Run.open(run)
+    run = Run.of(run)
     check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
     start = time.perf_counter()
     encoded = encode_run_images(run, config.split, config.batch_size)
@@ -144,4 +144,4 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
 
 def load_analysis(run: Run | str | Path) -> Analysis:
     """The saved analysis of a run (analysis.json + analysis.npz, no pickle)."""
-    return (run if isinstance(run, Run) else Run.open(run)).load_analysis()
+    return Run.of(run).load_analysis()

@@ -1,7 +1,7 @@
 """The image grids of a run, one function per mode: what ``zspace generate``, the gallery and the report draw.
 
-Each function takes a :class:`zspace.Run` (model, config and validation images, loaded once)
-and returns a :class:`Grid`; :func:`write_grid` saves it.
+Each function takes a :class:`zspace.Run` (model, config and validation images, loaded once) or
+its directory, and returns a :class:`Grid`; :func:`write_grid` saves it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from zspace.generation.grid import save_grid
 from zspace.generation.images import attribute_shift, generate_images, interpolate, reconstruction_pairs, uniform_sweep
 from zspace.generation.samplers import GaussianMixtureSampler
 from zspace.generation.sharpen import sharpen
+from zspace.rundir import Run
 
 __all__ = ["Grid", "sample_grid", "uniform_sweep_grid", "gmm_grid", "reconstruction_grid", "interpolation_grid",
            "attribute_grid", "write_grid", "DEFAULT_STRENGTHS"]
@@ -42,6 +43,7 @@ def _task_inputs(run, images: np.ndarray, seed: int) -> np.ndarray | None:
 def sample_grid(run, n: int, dist: Literal["normal", "uniform"] = "normal", limit: float = 1.0,
                 seed: int = 0) -> Grid:
     """Decodes n z-points drawn from N(0, I) or uniformly from [-limit, limit]^z_dim."""
+    run = Run.of(run)
     if not limit > 0:
         raise ConfigError(f"--limit must be positive. Received: {limit}")
     return Grid(generate_images(run.model, n, dist, limit, seed))
@@ -49,6 +51,7 @@ def sample_grid(run, n: int, dist: Literal["normal", "uniform"] = "normal", limi
 
 def uniform_sweep_grid(run, limits, n: int, seed: int = 0) -> Grid:
     """One row of n decodes per half-width r in ``limits``; column j follows one direction as r grows."""
+    run = Run.of(run)
     limits = [float(r) for r in limits]
     if not limits or min(limits) <= 0:
         raise ConfigError(f"--limit must be positive. Received: {limits}")
@@ -63,6 +66,7 @@ def gmm_grid(run, n: int, components: int = 10, seed: int = 0, z_train: np.ndarr
         z_train: (M, z_dim) training z-points; None encodes the run's training images.
         max_points: fit on a seeded random subset of at most this many points (None: all).
     """
+    run = Run.of(run)
     if z_train is None:
         from zspace.analysis.encoding import encode_run_images
 
@@ -75,6 +79,7 @@ def gmm_grid(run, n: int, components: int = 10, seed: int = 0, z_train: np.ndarr
 
 def reconstruction_grid(run, n: int, seed: int = 0) -> Grid:
     """The first n validation images above their reconstructions (inputs, outputs, targets for a task)."""
+    run = Run.of(run)
     targets = run.validation_images(n)
     pairs = reconstruction_pairs(run.model, targets, cols=len(targets), inputs=_task_inputs(run, targets, seed))
     return Grid(pairs, cols=len(targets))
@@ -82,6 +87,7 @@ def reconstruction_grid(run, n: int, seed: int = 0) -> Grid:
 
 def interpolation_grid(run, first: int, last: int, steps: int, seed: int = 0) -> Grid:
     """Decodes ``steps`` points on the line between the codes of validation images ``first`` and ``last``."""
+    run = Run.of(run)
     n_val = len(run.split.x_val)
     bad = [i for i in (first, last) if not 0 <= i < n_val]
     if bad:
@@ -98,6 +104,7 @@ def attribute_grid(run, attribute: str, n: int, strengths=DEFAULT_STRENGTHS, ana
     Args:
         analysis: the run's :class:`zspace.analysis.Analysis` (loaded from the run when None).
     """
+    run = Run.of(run)
     analysis = analysis if analysis is not None else run.load_analysis()
     names = list(analysis.attributes.names) if analysis.attributes else []
     if attribute not in names:

@@ -59,7 +59,7 @@ def collect_run(run: Run | str | Path, analysis_config: AnalysisConfig | None = 
         run: a :class:`zspace.Run` (model and dataset are loaded once for all parts) or its directory.
         analysis_config: settings for the analysis when it has to run; None = defaults.
     """
-    run = run if isinstance(run, Run) else Run.open(run)
+    run = Run.of(run)
     run.model  # noqa: B018  (a run without a model fails here, before any analysis work)
     analysis = run.load_analysis() if run.has_analysis() else analyze_run(run, analysis_config or AnalysisConfig())
     gallery = write_gallery(run, gallery_config, analysis.z_train)
