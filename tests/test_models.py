@@ -410,3 +410,15 @@ def test_compile_refuses_a_loss():
 def test_dataclass_replace_keeps_validation():
     with pytest.raises(ValueError, match="z_dim"):
         dataclasses.replace(tiny_model_config(), z_dim=-1)
+
+
+def test_every_configurable_kl_method_has_its_class():
+    import typing
+
+    from zspace.config import KLMethod
+    from zspace.models.kl_methods import KL_METHODS, NoKL, kl_method_for
+
+    assert set(KL_METHODS) == set(typing.get_args(KLMethod))
+    for name, cls in KL_METHODS.items():
+        assert type(kl_method_for(tiny_model_config(kl_method=name))) is cls and cls.name == name
+    assert type(kl_method_for(tiny_model_config(kind="ae", kl_method="train_step"))) is NoKL
