@@ -96,6 +96,14 @@ def test_bad_generate_and_analyze_options(capsys, run_dir, tmp_path):
                                                               "--dist", "gauss"])
     assert "Invalid value for '--n'" in one_error_line(capsys, ["generate", str(run_dir), "--out", str(out),
                                                                 "--n", "many"])
+    for limits in (["inf"], ["1", "nan"], ["0"]):
+        args = [arg for r in limits for arg in ("--limit", r)]
+        assert "--limit must be positive finite numbers" in one_error_line(
+            capsys, ["generate", str(run_dir), "--out", str(out), "--dist", "uniform", *args])
+    assert "--sharpen must be a finite number >= 0. Received: -5.0" in one_error_line(
+        capsys, ["generate", str(run_dir), "--out", str(out), "--sharpen", "-5"])
+    assert "--components (5000) must not exceed the number of training z-points (1617)" in one_error_line(
+        capsys, ["generate", str(run_dir), "--out", str(out), "--dist", "gmm", "--components", "5000"])
     assert not out.exists()
     from test_data import fake_idx_folder
 
@@ -106,6 +114,23 @@ def test_bad_generate_and_analyze_options(capsys, run_dir, tmp_path):
         capsys, ["analyze", str(run_dir), "--data", f"idx:{other}"])
     assert "`perplexity` must be positive" in one_error_line(capsys, ["analyze", str(run_dir), "--set", "perplexity=0"])
     assert not (run_dir / "analysis.json").exists()
+
+
+def test_damaged_run_files_are_named_in_one_line(capsys, run_dir, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    (damaged / "config.toml").write_text("[model\n")
+    assert "config.toml: not valid TOML" in one_error_line(
+        capsys, ["generate", str(damaged), "--out", str(tmp_path / "g.png")])  # read before the model, as before
+    shutil.copy(run_dir / "config.toml", damaged / "config.toml")
+    (damaged / "history.csv").write_text("epoch,total_loss\n1,lots\n")
+    assert "history.csv: not a history written by zspace" in one_error_line(
+        capsys, ["report", str(damaged), "-o", str(tmp_path / "r.html"), "--set", "tsne_sizes=[]"])
+    (damaged / "run_state.json").write_text("{not json")
+    config = tmp_path / "c.toml"
+    config.write_text((damaged / "config.toml").read_text().replace(str(run_dir), str(damaged)))
+    assert "run_state.json: not a run state written by zspace" in one_error_line(
+        capsys, ["train", "--config", str(config), "--set", "epochs=3"])
 
 
 def test_unfinished_run_and_hostile_model(capsys, run_dir, tmp_path):

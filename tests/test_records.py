@@ -102,11 +102,33 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
         {**good, "radius": {**good["radius"], "shell_50": [1.0, 2.0, 3.0]}},  # three values for a pair
         {**good, "tsne": {"size": 3}},  # a table where a list belongs
         [1, 2, 3],  # not a JSON object at all
+        {**good, "seconds": [1]},  # a list where a table belongs
+        {**good, "axes": {**good["axes"], "histograms": {"x": good["axes"]["histograms"]["0"]}}},  # key no int
+        {**good, "radius": {**good["radius"], "mean": True}},  # a bool is no number
+        {**good, "radius": {**good["radius"], "mean": "3.5"}},  # nor is a string other than inf / nan
+        {**good, "kind": "gan"},  # not a kind zspace trains
+        {**good, "label_names": "abc"},  # a string where a list belongs
+        {**good, "z_dim": 99},  # inconsistent with the arrays
+        {**good, "tsne": [{**good["tsne"][0], "size": 61}]},  # names an embedding the arrays lack
     ]
     for data in hostile:
         run.analysis_json.write_text(json.dumps(data))
         with pytest.raises(RunError, match=r"analysis\.json: not an analysis written by zspace"):
             run.load_analysis()
+    run.analysis_json.write_text("[" * 100_000 + "]" * 100_000)  # nested past the recursion limit
+    with pytest.raises(RunError, match=r"analysis\.json: not an analysis written by zspace"):
+        run.load_analysis()
+    run.save_analysis(analysis)
+    for arrays in ({k: v for k, v in analysis.arrays.items() if k != "z"},  # z missing
+                   {**analysis.arrays, "z": np.array(["a"] * 120)},  # z of strings
+                   {**analysis.arrays, "pca_indices": analysis.arrays["pca_indices"] + 500}):  # out of range
+        np.savez(run.analysis_npz, **arrays)
+        with pytest.raises(RunError, match=r"analysis\.json: not an analysis .*array `(z|pca_indices)`"):
+            run.load_analysis()
+    run.analysis_npz.write_bytes(b"not a zip")
+    with pytest.raises(RunError, match=r"analysis\.npz: not analysis arrays written by zspace"):
+        run.load_analysis()
+    run.save_analysis(analysis)
     with open(run.analysis_json, "wb") as f:  # sparse: 65 MiB on the size check, nothing on disk
         f.truncate(65 * 2**20)
     with pytest.raises(RunError, match="larger than 64 MiB"):
@@ -134,10 +156,27 @@ def test_run_loads_config_model_and_data_once(tmp_path, monkeypatch):
     real = datasets.load_dataset
     monkeypatch.setattr("zspace.rundir.load_dataset", lambda *a: loads.append(a) or real(*a))
     run = Run.open(tmp_path / "run")
-    assert run.config == result.config
+    assert run.config.resolved_dict() == result.config.resolved_dict()
     assert run.model is run.model and run.split is run.split and run.data is run.data
     assert len(loads) == 1 and len(run.split.x_val) == 180
     assert [e for e, _ in run.checkpoints()] == [1] and run.history[-1]["epoch"] == 1
+
+
+def test_what_ran_on_a_run_before_does_not_change_sampled_z(tmp_path):
+    """One model serves a whole command; each operation still draws the noise of a freshly loaded model."""
+    from conftest import tiny_run_config
+    from zspace.analysis import encode_run_images
+    from zspace.generation import reconstruction_grid
+    from zspace.training import train
+
+    train(tiny_run_config(tmp_path / "run", epochs=1))
+    fresh = reconstruction_grid(Run(tmp_path / "run"), 6).images
+    run = Run(tmp_path / "run")
+    first = encode_run_images(run, "validation").codes["z"]
+    run.model.encode(run.validation_images(50))  # advances the sampling noise
+    np.testing.assert_array_equal(reconstruction_grid(run, 6).images, fresh)
+    np.testing.assert_array_equal(encode_run_images(run, "validation").codes["z"], first)
+    assert not np.array_equal(run.model.encode(run.validation_images(180))["z"], first)  # the noise does move
 
 
 def test_no_module_but_rundir_spells_a_run_file_name():

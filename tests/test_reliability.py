@@ -21,7 +21,7 @@ from zspace.errors import RunError, TrainingDiverged
 from zspace.models import build_model, load_model
 from zspace.storage import atomic_path, atomic_save
 from zspace.training import EpochBatches, read_history, run_data, train
-from zspace.training.callbacks import list_checkpoints
+from zspace.rundir import list_checkpoints
 
 
 def with_train(config, **changes):

@@ -9,7 +9,8 @@ from zspace.config import ModelConfig, RunConfig, TrainConfig
 from zspace.data import load_dataset
 from zspace.errors import RunError
 from zspace.training import read_history, run_data, train
-from zspace.training.callbacks import COLUMNS, list_checkpoints
+from zspace.rundir import list_checkpoints
+from zspace.training.callbacks import COLUMNS
 
 
 def with_train(config, **changes):
@@ -65,7 +66,9 @@ def test_run_directory_contents(tmp_path):
         header = next(csv.reader(f))
     assert tuple(header) == COLUMNS
     assert [row["epoch"] for row in read_history(root / "history.csv")] == [1, 2, 3]
-    assert RunConfig.from_toml((root / "config.toml").read_text()) == result.config
+    saved = RunConfig.from_toml((root / "config.toml").read_text())
+    assert saved.resolved_dict() == result.config.resolved_dict()
+    assert saved.model.decoder_filters == (4, 1)  # the decoder that was trained, spelled out
     assert not list(root.rglob(".tmp-*"))
 
 

@@ -152,9 +152,8 @@ def generate(
     with _clear_errors():
         if sum(bool(v) for v in (reconstruct, interpolate, attribute)) > 1:
             raise ConfigError("--reconstruct, --interpolate and --attribute exclude each other.")
-        limits = limit or [1.0]
-        if min(limits) <= 0:
-            raise ConfigError(f"--limit must be positive. Received: {limits}")
+        limits = g.check_limits(limit or [1.0])
+        g.check_sharpen(sharpen)
         r = Run.open(run)
         if attribute:
             grid = g.attribute_grid(r, attribute, n, strength or g.DEFAULT_STRENGTHS)

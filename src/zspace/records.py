@@ -39,46 +39,71 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
-def _floats(value: Any) -> Any:
-    """Nested lists with "inf" / "nan" strings turned back into floats."""
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _number(value: Any, path: str) -> float:
+    """A JSON number, or one of the strings "inf", "-inf", "nan"; never a bool or other text."""
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{path}` must be a number. Received: {str(value)[:80]}")
+    return value
+
+
+def _numbers(value: Any, path: str) -> Any:
+    """Nested lists of numbers (non-finite ones as strings) -> the same lists of numbers."""
     if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return float(value) if isinstance(value, str) else value
+        return [_numbers(v, path) for v in value]
+    return _number(value, path)
 
 
-def _from_json_value(value: Any, tp: Any) -> Any:
+def _from_json_value(value: Any, tp: Any, path: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
-        return _from_json_value(value, next(a for a in args if a is not type(None)))
+        return _from_json_value(value, next(a for a in args if a is not type(None)), path)
     if tp is Any:
         return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"`{path}` must be one of {list(args)}. Received: {str(value)[:80]}")
+        return value
     if tp is np.ndarray:
-        array = np.asarray(_floats(value))
-        if array.dtype.kind not in "biuf":  # numbers only: no object or string arrays from a file
-            raise TypeError(f"expected a (nested) list of numbers, got {str(value)[:80]}")
-        return array
+        if not isinstance(value, list):
+            raise TypeError(f"`{path}` must be a list of numbers. Received: {str(value)[:80]}")
+        return np.asarray(_numbers(value, path))
     if tp is float:
-        return float(value)
+        return float(_number(value, path))
     if tp in (int, str, bool):
-        if not isinstance(value, tp):
-            raise TypeError(f"expected {tp.__name__}, got {value!r}")
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise TypeError(f"`{path}` must be {tp.__name__}. Received: {str(value)[:80]}")
         return value
     if origin is tuple:
+        if not isinstance(value, list):
+            raise TypeError(f"`{path}` must be a list. Received: {str(value)[:80]}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_from_json_value(v, args[0]) for v in value)
+            return tuple(_from_json_value(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ValueError(f"expected {len(args)} values, got {value!r}")
-        return tuple(_from_json_value(v, a) for v, a in zip(value, args))
+            raise ValueError(f"`{path}` must hold {len(args)} values. Received: {str(value)[:80]}")
+        return tuple(_from_json_value(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"`{path}` must be a table. Received: {str(value)[:80]}")
         key_tp, value_tp = args
-        return {_from_json_value(int(k) if key_tp is int else k, key_tp): _from_json_value(v, value_tp)
-                for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            if key_tp is int and not (k.isascii() and k.lstrip("-").isdigit()):
+                raise ValueError(f"`{path}` keys must be integers. Received: {k[:80]!r}")
+            out[int(k) if key_tp is int else k] = _from_json_value(v, value_tp, f"{path}.{k}")
+        return out
     if isinstance(tp, type) and issubclass(tp, Record):
-        return tp.from_json(value)
+        return tp.from_json(value, path)
     if isinstance(tp, type) and hasattr(tp, "from_dict"):  # config classes
-        return tp.from_dict(value)
+        if not isinstance(value, dict):
+            raise TypeError(f"`{path}` must be a table. Received: {str(value)[:80]}")
+        return tp.from_dict(value, source=f"`{path}`")
     raise TypeError(f"no JSON reader for type {tp!r}")  # programming error
 
 
@@ -101,19 +126,25 @@ class Record:
         return {_json_name(f): to_json_value(getattr(self, f.name)) for f in _json_fields(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]):
+    def from_json(cls, data: dict[str, Any], path: str = ""):
         """The record from :meth:`to_json` output; fields missing from ``data`` take their defaults.
 
+        Args:
+            path: where ``data`` sits in a larger document, for error messages ("radius").
+
         Raises:
-            KeyError / TypeError / ValueError: ``data`` lacks a required field or holds a wrong type.
+            KeyError / TypeError / ValueError: a missing field or a wrong type; the message names
+                the field's path and the value received.
         """
+        where = path or cls.__name__
         if not isinstance(data, dict):
-            raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+            raise TypeError(f"`{where}` must be a table. Received: {str(data)[:80]}")
         hints = typing.get_type_hints(cls)
         values = {}
         for f in _json_fields(cls):
-            if _json_name(f) in data:
-                values[f.name] = _from_json_value(data[_json_name(f)], hints[f.name])
+            name = _json_name(f)
+            if name in data:
+                values[f.name] = _from_json_value(data[name], hints[f.name], f"{path}.{name}" if path else name)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise KeyError(f"{cls.__name__}.{f.name}")
+                raise KeyError(f"missing field `{path}.{name}`" if path else f"missing field `{name}`")
         return cls(**values)

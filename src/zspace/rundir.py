@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import re
+import zipfile
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,12 @@ MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)[:200] or type(exc).__name__
+
+
 def run_data(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset, SplitData]:
     """The run's dataset and its train / validation split, shape-checked against the model."""
     t = config.train
@@ -57,9 +64,12 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+    except (ValueError, TypeError, csv.Error) as exc:  # TypeError: a row with more cells than the header
+        raise RunError(f"{path}: not a history written by zspace ({_reason(exc)}).") from None
 
 
 def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -99,6 +109,7 @@ class Run:
         self.evaluation_json = self.root / "evaluation.json"
         self.gallery_dir = self.root / "gallery"
         self._dataset = dataset
+        self._model = self._noise_state = None
         if config is not None:
             self.config = config  # fills the cached property
 
@@ -127,15 +138,33 @@ class Run:
     def config(self) -> RunConfig:
         return load_config(self.config_path)
 
-    @cached_property
+    @property
     def model(self) -> Autoencoder:
-        """The trained model (model.keras), checked and loaded with ``safe_mode=True``."""
-        from zspace.models import load_model
+        """The trained model (model.keras), checked and loaded with ``safe_mode=True`` on first use.
 
-        if not self.model_path.is_file():
-            self.config  # noqa: B018  (a missing config.toml is the clearer error)
-            raise RunError(f"{self.root} has no model.keras yet (is training finished?).")
-        return load_model(self.model_path)
+        One model serves every part of a command; call :meth:`reset_noise` before an operation
+        whose sampled z must not depend on what ran before.
+        """
+        if self._model is None:
+            from zspace.models import load_model
+
+            self.config  # noqa: B018  (the run's config.toml is read and checked first)
+            if not self.model_path.is_file():
+                raise RunError(f"{self.root} has no model.keras yet (is training finished?).")
+            self._model = load_model(self.model_path)
+            self._noise_state = self._model.noise_state()
+        return self._model
+
+    def reset_noise(self) -> Autoencoder:
+        """The model, with its sampling noise put back to the saved model's state; returns it.
+
+        A VAE's z = mu + sigma * eps draws eps from a seeded generator that every encode
+        advances; resetting makes each operation (an analysis, a grid, an encoding) a function of
+        the run and its arguments alone, as when each loaded the model afresh.
+        """
+        model = self.model
+        model.set_noise_state(self._noise_state)
+        return model
 
     @cached_property
     def data(self) -> Dataset:
@@ -184,7 +213,13 @@ class Run:
     def read_state(self) -> dict[str, Any]:
         """run_state.json: learning-rate scale and non-finite events."""
         if self.state_path.is_file():
-            return json.loads(self.state_path.read_text(encoding="utf-8"))
+            try:
+                state = json.loads(self.state_path.read_text(encoding="utf-8"))
+                if not (isinstance(state.get("lr_scale"), (int, float)) and isinstance(state["nonfinite_events"], list)):
+                    raise ValueError("lr_scale must be a number and nonfinite_events a list")
+                return state
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                raise RunError(f"{self.state_path}: not a run state written by zspace ({_reason(exc)}).") from None
         return {"lr_scale": 1.0, "nonfinite_events": []}
 
     def write_state(self, state: dict[str, Any]) -> None:
@@ -211,12 +246,16 @@ class Run:
         if self.analysis_json.stat().st_size > MAX_ANALYSIS_JSON_BYTES:
             raise RunError(f"{self.analysis_json}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; "
                            f"not an analysis written by zspace.")
-        with np.load(self.analysis_npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        try:
+            with np.load(self.analysis_npz, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunError(f"{self.analysis_npz}: not analysis arrays written by zspace ({_reason(exc)}); "
+                           f"run `zspace analyze {self.root}` again.") from None
         try:
             return Analysis.from_json(json.loads(self.analysis_json.read_text(encoding="utf-8")), arrays)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(f"{self.analysis_json}: not an analysis written by zspace ({exc!r}); "
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise RunError(f"{self.analysis_json}: not an analysis written by zspace ({_reason(exc)}); "
                            f"run `zspace analyze {self.root}` again.") from None
 
     def save_analysis(self, analysis: Analysis) -> None:

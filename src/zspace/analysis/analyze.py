@@ -136,7 +136,7 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
     model = run.config.model
     analysis = replace(analysis, arrays={**analysis.arrays, "split": encoded.split},
                        seconds={**analysis.seconds, "encode": encode_seconds},
-                       run=RunInfo(str(run.root), run.config.train.dataset,
+                       run=RunInfo(str(run.root), run.data.name,
                                    model.kl_factor if model.kind == "vae" else 0.0))
     run.save_analysis(analysis)
     return analysis

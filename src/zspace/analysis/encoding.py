@@ -79,7 +79,8 @@ def encode_run_images(run, split: str = "all", batch_size: int = 256) -> Encoded
     parts = {"train": [(data.x_train, data.y_train, data.a_train, 0)],
              "validation": [(data.x_val, data.y_val, data.a_val, 1)]}
     chosen = parts["train"] + parts["validation"] if split == "all" else parts[split]
-    encoded = [encode_images(run.model, p[0], batch_size, run.config.train.task) for p in chosen]
+    model = run.reset_noise()  # the same z whatever the model encoded before
+    encoded = [encode_images(model, p[0], batch_size, run.config.train.task) for p in chosen]
 
     def joined(i):
         return np.concatenate([p[i] for p in chosen]) if all(p[i] is not None for p in chosen) else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class Analysis(Record):
     """
 
     config: AnalysisConfig
-    kind: str
+    kind: Literal["ae", "vae"]
     z_dim: int
     n_points: int
     radius: RadiusStats
@@ -88,14 +89,44 @@ class Analysis(Record):
 
     @classmethod
     def from_json(cls, data: dict, arrays: dict[str, np.ndarray] | None = None) -> Analysis:
-        """The record of an analysis.json, joined with the arrays of its analysis.npz."""
+        """The record of an analysis.json, joined with (and checked against) the arrays of its analysis.npz.
+
+        Raises:
+            KeyError / TypeError / ValueError: a field or an array is missing or of the wrong type or shape.
+        """
         record = super().from_json(data)
-        return record if arrays is None else record.with_arrays(arrays)
+        if arrays is None:
+            return record
+        record = replace(record, arrays=dict(arrays))
+        record.check_arrays()
+        return record
 
-    def with_arrays(self, arrays: dict[str, np.ndarray]) -> Analysis:
-        from dataclasses import replace
-
-        return replace(self, arrays=dict(arrays))
+    def check_arrays(self) -> None:
+        """Raises ValueError unless every array the records refer to is there, numeric, and of its shape."""
+        n, d = self.n_points, self.z_dim
+        expected = {"z": (n, d)}
+        if self.is_vae:
+            expected.update(mu=(n, d), logvar=(n, d))
+        for name in ("split", "labels", "colors"):
+            if name in self.arrays:
+                expected[name] = (n,)
+        expected.update(pca_indices=(None,), pca_embedding=(None, 2))
+        for t in self.tsne:
+            expected.update({f"tsne_{t.size}_indices": (t.size,), f"tsne_{t.size}_embedding": (t.size, 2)})
+        if self.attributes is not None:
+            expected.update(attributes=(n, len(self.attributes.names)),
+                            attribute_vectors=(len(self.attributes.names), d))
+        for name, shape in expected.items():
+            array = self.arrays.get(name)
+            if array is None:
+                raise ValueError(f"array `{name}` is missing")
+            if array.dtype.kind not in "biuf" or array.ndim != len(shape) or any(
+                    want is not None and got != want for got, want in zip(array.shape, shape)):
+                raise ValueError(f"array `{name}` must be numeric of shape {shape} (None: any). "
+                                 f"Received: {array.dtype} {array.shape}")
+        for name in [k for k in expected if k.endswith("_indices")]:
+            if len(self.arrays[name]) and not 0 <= self.arrays[name].min() <= self.arrays[name].max() < n:
+                raise ValueError(f"array `{name}` must index the {n} points")
 
     @property
     def is_vae(self) -> bool:

@@ -49,10 +49,12 @@ def write_gallery(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndar
         z_train: (M, z_dim) training z-points for the Gaussian mixture (None: encode them).
     """
     c = config
+    # A tiny run may have fewer training points than the default number of components.
+    components = c.gmm_components if z_train is None else min(c.gmm_components, len(z_train), c.gmm_points)
     grids = {
         "normal": replace(sample_grid(run, 3 * c.n, "normal", seed=c.seed), cols=c.n),
         "uniform_sweep": uniform_sweep_grid(run, c.limits, c.n, seed=c.seed),
-        "gmm": replace(gmm_grid(run, 3 * c.n, c.gmm_components, c.seed, z_train, c.gmm_points), cols=c.n),
+        "gmm": replace(gmm_grid(run, 3 * c.n, components, c.seed, z_train, c.gmm_points), cols=c.n),
         "reconstructions": reconstruction_grid(run, c.n, seed=c.seed),
         "interpolation": replace(interpolation_grid(run, 0, 1, steps=c.n, seed=c.seed), cols=c.n),
     }

@@ -6,6 +6,7 @@ its directory, and returns a :class:`Grid`; :func:`write_grid` saves it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,7 @@ from zspace.generation.samplers import GaussianMixtureSampler
 from zspace.generation.sharpen import sharpen
 from zspace.rundir import Run
 
-__all__ = ["Grid", "sample_grid", "uniform_sweep_grid", "gmm_grid", "reconstruction_grid", "interpolation_grid",
+__all__ = ["Grid", "check_limits", "check_sharpen", "sample_grid", "uniform_sweep_grid", "gmm_grid", "reconstruction_grid", "interpolation_grid",
            "attribute_grid", "write_grid", "DEFAULT_STRENGTHS"]
 
 DEFAULT_STRENGTHS = (-1.0, 0.0, 1.0, 2.0)
@@ -34,6 +35,20 @@ class Grid:
     cols: int | None = None
 
 
+def check_limits(limits) -> list[float]:
+    """The half-widths as floats; ConfigError unless each is finite and positive."""
+    limits = [float(r) for r in limits]
+    if not limits or not all(math.isfinite(r) and r > 0 for r in limits):
+        raise ConfigError(f"--limit must be positive finite numbers. Received: {limits}")
+    return limits
+
+
+def check_sharpen(factor: float | None) -> None:
+    """ConfigError unless the PIL sharpness factor is None or a finite number >= 0."""
+    if factor is not None and not (math.isfinite(factor) and factor >= 0):
+        raise ConfigError(f"--sharpen must be a finite number >= 0. Received: {factor}")
+
+
 def _task_inputs(run, images: np.ndarray, seed: int) -> np.ndarray | None:
     """What the run's model is given for ``images``: seeded noisy / grey inputs, None for reconstruct."""
     t = run.config.train
@@ -44,17 +59,14 @@ def sample_grid(run, n: int, dist: Literal["normal", "uniform"] = "normal", limi
                 seed: int = 0) -> Grid:
     """Decodes n z-points drawn from N(0, I) or uniformly from [-limit, limit]^z_dim."""
     run = Run.of(run)
-    if not limit > 0:
-        raise ConfigError(f"--limit must be positive. Received: {limit}")
+    limit = check_limits([limit])[0]
     return Grid(generate_images(run.model, n, dist, limit, seed))
 
 
 def uniform_sweep_grid(run, limits, n: int, seed: int = 0) -> Grid:
     """One row of n decodes per half-width r in ``limits``; column j follows one direction as r grows."""
     run = Run.of(run)
-    limits = [float(r) for r in limits]
-    if not limits or min(limits) <= 0:
-        raise ConfigError(f"--limit must be positive. Received: {limits}")
+    limits = check_limits(limits)
     return Grid(uniform_sweep(run.model, limits, n, seed=seed), cols=n)
 
 
@@ -73,7 +85,10 @@ def gmm_grid(run, n: int, components: int = 10, seed: int = 0, z_train: np.ndarr
         z_train = encode_run_images(run, "train").codes["z"]
     if max_points is not None and len(z_train) > max_points:
         z_train = z_train[np.random.default_rng(seed).choice(len(z_train), max_points, replace=False)]
-    sampler = GaussianMixtureSampler(min(components, len(z_train)), random_state=seed).fit(z_train)
+    if components > len(z_train):
+        raise ConfigError(f"--components ({components}) must not exceed the number of training z-points "
+                          f"({len(z_train)}).")
+    sampler = GaussianMixtureSampler(components, random_state=seed).fit(z_train)
     return Grid(run.model.decode(sampler.sample(n)))
 
 
@@ -81,7 +96,7 @@ def reconstruction_grid(run, n: int, seed: int = 0) -> Grid:
     """The first n validation images above their reconstructions (inputs, outputs, targets for a task)."""
     run = Run.of(run)
     targets = run.validation_images(n)
-    pairs = reconstruction_pairs(run.model, targets, cols=len(targets), inputs=_task_inputs(run, targets, seed))
+    pairs = reconstruction_pairs(run.reset_noise(), targets, cols=len(targets), inputs=_task_inputs(run, targets, seed))
     return Grid(pairs, cols=len(targets))
 
 
@@ -95,7 +110,7 @@ def interpolation_grid(run, first: int, last: int, steps: int, seed: int = 0) ->
     ends = np.asarray(run.split.x_val[[first, last]], dtype=np.float32)
     inputs = _task_inputs(run, ends, seed)
     ends = ends if inputs is None else inputs
-    return Grid(interpolate(run.model, ends[0], ends[1], steps=max(steps, 2)))
+    return Grid(interpolate(run.reset_noise(), ends[0], ends[1], steps=max(steps, 2)))
 
 
 def attribute_grid(run, attribute: str, n: int, strengths=DEFAULT_STRENGTHS, analysis=None) -> Grid:
@@ -113,7 +128,7 @@ def attribute_grid(run, attribute: str, n: int, strengths=DEFAULT_STRENGTHS, ana
     images = run.validation_images(n)
     vector = analysis.arrays["attribute_vectors"][names.index(attribute)]
     inputs = inference_inputs(images, run.config.train.task)
-    return Grid(attribute_shift(run.model, inputs, vector, strengths), cols=len(images))
+    return Grid(attribute_shift(run.reset_noise(), inputs, vector, strengths), cols=len(images))
 
 
 def write_grid(path: str | Path, grid: Grid, sharpen_factor: float | None = None,
@@ -123,6 +138,7 @@ def write_grid(path: str | Path, grid: Grid, sharpen_factor: float | None = None
     The copy goes to ``sharp_path`` (default: ``<stem>_sharp<factor><suffix>`` beside ``path``).
     Returns the written paths.
     """
+    check_sharpen(sharpen_factor)
     path = Path(path)
     written = [save_grid(path, grid.images, cols=grid.cols)]
     if sharpen_factor is not None:

@@ -175,6 +175,18 @@ class Autoencoder(keras.Model):
     def sampling_layer(self):
         return self.encoder.get_layer("sampling") if self.is_vae else None
 
+    def noise_state(self):
+        """The sampling layer's seed-generator state (a copy), or None for an AE.
+
+        Every VAE encode advances it; :meth:`set_noise_state` puts it back, so an operation can
+        draw the same z whatever ran on the model before.
+        """
+        return None if not self.is_vae else keras.ops.convert_to_numpy(self.sampling_layer.seed_generator.state)
+
+    def set_noise_state(self, state) -> None:
+        if state is not None:
+            self.sampling_layer.seed_generator.state.assign(state)
+
     def set_epsilon_scale(self, value: float) -> None:
         """Changes the noise scale of z = mu + sigma * eps * scale on a trained model (0: z = mu)."""
         if not self.is_vae:

@@ -13,7 +13,6 @@ import keras
 import numpy as np
 
 from zspace.errors import RunError
-from zspace.rundir import list_checkpoints, read_history
 from zspace.storage import atomic_save, atomic_write_text
 
 __all__ = [
@@ -22,8 +21,6 @@ __all__ = [
     "NonFiniteGuard",
     "KLWarmup",
     "ActiveUnitsMonitor",
-    "read_history",
-    "list_checkpoints",
 ]
 
 METRICS = ("total_loss", "reco_loss", "kl_loss", "kl_divergence")

@@ -234,7 +234,8 @@ def _train(run: Run, config: RunConfig) -> RunResult:
     start_epoch = first_epoch = _restore_latest(model, run, config)
     history = [row for row in run.history if row["epoch"] <= start_epoch]
 
-    atomic_write_text(run.config_path, config.to_toml())
+    # The decoder spelled out: the file says which network was trained, as config.toml always has.
+    atomic_write_text(run.config_path, RunConfig(config.model.resolved(), config.train).to_toml())
     _say(config, f"dataset {data.name} ({data.source}): {len(x_train)} training, "
                  f"{len(x_val)} validation images of shape {data.image_shape}")
     if start_epoch >= t.epochs:
@@ -272,7 +273,6 @@ def _train(run: Run, config: RunConfig) -> RunResult:
     save_model(model, run.model_path)
     save_model(model.encoder, run.encoder_path)
     save_model(model.decoder, run.decoder_path)
-    run.model = model
     dataset_info = {"name": data.name, "source": data.source,
                     "train_images": len(x_train), "validation_images": len(x_val)}
     final = {k: v for k, v in (history[-1] if history else {}).items() if np.isfinite(v)}
