@@ -247,22 +247,22 @@ def load_dataset(name: str, data_dir: str | Path = "") -> Dataset:
     Raises:
         FileNotFoundError, DataError: with the path or name and what was expected.
     """
-    if name == "digits":
-        return _load_digits()
-    if name.startswith("idx:"):
-        folder = Path(name[4:])
-        if not folder.is_dir():
-            raise FileNotFoundError(f"dataset folder not found: {folder}")
-        return _load_idx_folder(folder.name, folder)
-    if name.startswith("cache:"):
-        return _load_cache(Path(name[6:]))
-    if name == "cifar10":
-        return _read_cifar_bin(_find_cifar(data_dir))
-    if name not in _KERAS_CACHE_NAMES:
-        raise DataError(
-            f"unknown dataset {name!r}; expected 'digits', 'mnist', 'fashion_mnist', 'cifar10', "
-            f"'idx:FOLDER' or 'cache:FOLDER'."
-        )
+    key = name.partition(":")[0] + ":" if ":" in name else name
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; expected one of "
+                        f"{', '.join(repr(k + 'FOLDER' if k.endswith(':') else k) for k in DATASETS)}.")
+    return DATASETS[key](name[len(key):] if key.endswith(":") else name, data_dir)
+
+
+def _load_idx_prefix(folder: str, data_dir) -> Dataset:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {folder}")
+    return _load_idx_folder(folder.name, folder)
+
+
+def _load_keras_dataset(name: str, data_dir) -> Dataset:
+    """MNIST / Fashion-MNIST: data_dir, the Keras cache or a system folder, else Keras' download."""
     if data_dir and not Path(data_dir).exists():
         raise FileNotFoundError(f"data_dir not found: {data_dir}")
     found = find_local_dataset(name, data_dir)
@@ -280,6 +280,18 @@ def load_dataset(name: str, data_dir: str | Path = "") -> Dataset:
     if found.suffix == ".npz":
         return _load_mnist_npz(found)
     return _load_idx_folder(name, found, LABEL_NAMES[name])
+
+
+# Every name load_dataset accepts ("NAME:" entries take a folder after the colon) and its loader
+# (rest of the name, data_dir) -> Dataset. The `dataset` config doc must name each (a test checks).
+DATASETS = {
+    "digits": lambda _name, _data_dir: _load_digits(),
+    "mnist": _load_keras_dataset,
+    "fashion_mnist": _load_keras_dataset,
+    "cifar10": lambda _name, data_dir: _read_cifar_bin(_find_cifar(data_dir)),
+    "idx:": _load_idx_prefix,
+    "cache:": lambda folder, _data_dir: _load_cache(Path(folder)),
+}
 
 
 def check_input_shape(dataset: Dataset, input_shape: tuple[int, ...]) -> None:
