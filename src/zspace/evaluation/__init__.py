@@ -1,0 +1,23 @@
+"""Evaluation: numbers for generative quality (sample-quality distances so far)."""
+
+from zspace.evaluation.sample_quality import (
+    SampleQuality,
+    density_coverage,
+    frechet_distance,
+    frechet_distance_from_stats,
+    kernel_distance,
+    kth_neighbour_radii,
+    precision_recall,
+    sample_quality,
+)
+
+__all__ = [
+    "SampleQuality",
+    "sample_quality",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "kernel_distance",
+    "precision_recall",
+    "density_coverage",
+    "kth_neighbour_radii",
+]
