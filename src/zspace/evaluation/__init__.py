@@ -1,4 +1,6 @@
-"""Evaluation: numbers for generative quality (sample-quality distances so far)."""
+"""Evaluation: numbers for generative quality (so far: likelihood and sample-quality distances)."""
+
+from zspace.evaluation.likelihood import Likelihood, importance_log_likelihood, run_likelihood
 
 from zspace.evaluation.sample_quality import (
     SampleQuality,
@@ -12,6 +14,9 @@ from zspace.evaluation.sample_quality import (
 )
 
 __all__ = [
+    "Likelihood",
+    "importance_log_likelihood",
+    "run_likelihood",
     "SampleQuality",
     "sample_quality",
     "frechet_distance",
