@@ -33,9 +33,11 @@ _EPS = 1e-7  # Keras' clip of probabilities in its binary cross-entropy
 
 def bernoulli_log_likelihood(x: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """(n,) sum over pixels of x log p + (1 - x) log(1 - p), p clipped to [1e-7, 1 - 1e-7] like Keras' BCE."""
-    p = np.clip(probabilities.astype(np.float64), _EPS, 1.0 - _EPS)
-    x = x.astype(np.float64)
-    return (x * np.log(p) + (1.0 - x) * np.log1p(-p)).reshape(len(x), -1).sum(1)
+    # float32 per pixel (a tenth of the decoder's time at 28x28), float64 sums over pixels.
+    p = np.clip(probabilities.astype(np.float32, copy=False), _EPS, 1.0 - _EPS).reshape(len(x), -1)
+    x = x.astype(np.float32, copy=False).reshape(len(x), -1)
+    log_p, log_q = np.log(p), np.log1p(-p)
+    return (log_q.sum(1, dtype=np.float64) + (x * (log_p - log_q)).sum(1, dtype=np.float64))
 
 
 def gaussian_log_likelihood(x: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -144,7 +146,7 @@ def run_likelihood(run, n_images: int = 1000, k: int = 1000, seed: int = 0,
     decoder_log_likelihood = bernoulli_log_likelihood if bce else gaussian_log_likelihood
 
     def log_p_x_given_z(targets, z):
-        return decoder_log_likelihood(targets, model.decode(z.astype(np.float32), batch_size=1024))
+        return decoder_log_likelihood(targets, model.decode(z.astype(np.float32), batch_size=4096))
 
     log_px, elbo = importance_log_likelihood(images, codes["mu"], codes["logvar"], log_p_x_given_z, k,
                                              samples_per_call, seed)
