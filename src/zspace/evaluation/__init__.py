@@ -1,6 +1,7 @@
-"""Evaluation: numbers for generative quality (so far: likelihood and sample-quality distances)."""
+"""Evaluation: numbers for generative quality (so far: likelihood, holes in the prior, sample-quality distances)."""
 
 from zspace.evaluation.likelihood import Likelihood, importance_log_likelihood, run_likelihood
+from zspace.evaluation.prior import PriorSurgery, aggregate_log_density, elbo_surgery, hole_fraction
 
 from zspace.evaluation.sample_quality import (
     SampleQuality,
@@ -14,6 +15,10 @@ from zspace.evaluation.sample_quality import (
 )
 
 __all__ = [
+    "PriorSurgery",
+    "aggregate_log_density",
+    "elbo_surgery",
+    "hole_fraction",
     "Likelihood",
     "importance_log_likelihood",
     "run_likelihood",

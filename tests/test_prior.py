@@ -1,0 +1,57 @@
+"""Holes in the prior: the aggregate-posterior density, ELBO surgery and the hole fraction on constructed codes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from zspace.evaluation.prior import PriorSurgery, aggregate_log_density, elbo_surgery, hole_fraction, scott_bandwidth
+
+
+def test_aggregate_density_is_the_mixture_of_the_posteriors():
+    rng = np.random.default_rng(0)
+    mu, logvar, points = rng.normal(size=(7, 3)), rng.normal(0, 0.5, size=(7, 3)), rng.normal(size=(5, 3))
+    var = np.exp(logvar)
+    direct = [math.log(np.mean([np.prod(np.exp(-0.5 * (p - m) ** 2 / v) / np.sqrt(2 * math.pi * v))
+                                for m, v in zip(mu, var)])) for p in points]
+    np.testing.assert_allclose(aggregate_log_density(points, mu, logvar), direct, rtol=1e-10)
+
+
+def test_identical_posteriors_carry_no_information():
+    mu, logvar = np.tile([[0.5, -1.0]], (2000, 1)), np.tile([[-0.5, 0.2]], (2000, 1))
+    s = elbo_surgery(mu, logvar)
+    assert abs(s.mutual_information) < 1e-9  # q(z) is q(z | x): nothing to learn about x from z
+    assert s.marginal_kl == pytest.approx(s.average_kl, abs=1e-9) and s.average_kl > 0.5
+
+
+def test_separated_posteriors_carry_log_n_nats():
+    n = 500
+    mu = np.random.default_rng(1).normal(size=(n, 4)) * 100.0  # far apart
+    s = elbo_surgery(mu, np.full((n, 4), -8.0))
+    assert s.mutual_information == pytest.approx(math.log(n), abs=1e-6)
+    assert s.marginal_kl == pytest.approx(s.average_kl - math.log(n), abs=1e-6)
+    record = PriorSurgery.from_json(json.loads(json.dumps(s.to_json())))
+    assert record == s and record.bandwidth is None
+
+
+def test_hole_fraction_of_a_covering_and_of_a_displaced_aggregate_posterior():
+    rng = np.random.default_rng(2)
+    n, d, var = 3000, 2, 0.3
+    mu = rng.normal(size=(n, d)) * math.sqrt(1 - var)  # q(z) = N(0, I) exactly in the limit
+    prior = rng.normal(size=(4000, d))
+    covered = hole_fraction(prior, mu, np.full((n, d), math.log(var)))
+    assert covered == pytest.approx(0.01, abs=0.01)  # as rare as the reference's own 1% tail
+    displaced = hole_fraction(prior, mu * 0.05 + 6.0, np.full((n, d), math.log(0.01)))
+    assert displaced > 0.99
+    directions = rng.normal(size=(n, d))
+    shell = directions / np.linalg.norm(directions, axis=1, keepdims=True) * rng.normal(12.0, 0.3, (n, 1))
+    assert hole_fraction(prior, shell) > 0.99  # an AE's z on a far shell (bandwidth-smoothed): the prior hits holes
+
+
+def test_an_ae_uses_scotts_bandwidth():
+    z = np.random.default_rng(3).normal(size=(1000, 4)) * 2.0
+    h = scott_bandwidth(z)
+    assert h == pytest.approx(2.0 * 1000 ** (-1 / 8), rel=0.05)
+    s = elbo_surgery(z)
+    assert s.bandwidth == pytest.approx(h) and s.n_points == 1000
