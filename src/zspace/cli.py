@@ -122,6 +122,29 @@ def analyze(
 
 
 @app.command()
+def evaluate(
+    run: RunDir,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Evaluation TOML.", exists=True, dir_okay=False)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k=100.")] = None,
+) -> None:
+    """Reconstruction, likelihood (VAE) and prior-hole numbers of a run, written to its evaluation.json."""
+    from zspace.config import parse_overrides
+    from zspace.evaluation.evaluate import EvaluationConfig, evaluate as evaluate_run
+    from zspace.rundir import Run
+
+    with _clear_errors():
+        base = EvaluationConfig.load(config) if config else EvaluationConfig()
+        target = Run.open(run)
+        e = evaluate_run(target, base.with_overrides(parse_overrides(set_ or [])))
+        r, s = e.reconstruction, e.prior.surgery
+        nll = (f"NLL {e.likelihood.nll:.3f} nats (ELBO {e.likelihood.elbo:.3f}, K={e.likelihood.k})" if e.likelihood
+               else "no likelihood (an AE has none)")
+        typer.echo(f"{r.loss} {r.loss_per_image:.3f} per image, PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.3f}; {nll}; "
+                   f"I(x;z) {s.mutual_information:.3f}, marginal KL {s.marginal_kl:.3f}, holes under N(0, I) "
+                   f"{e.prior.hole_fraction['normal']:.3f}; wrote {target.evaluation_json}")
+
+
+@app.command()
 def generate(
     run: RunDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG grid.")],

@@ -258,6 +258,25 @@ class Run:
             raise RunError(f"{self.analysis_json}: not an analysis written by zspace ({_reason(exc)}); "
                            f"run `zspace analyze {self.root}` again.") from None
 
+    def save_evaluation(self, evaluation) -> None:
+        """Writes evaluation.json (strict JSON, atomically)."""
+        atomic_write_text(self.evaluation_json, json.dumps(evaluation.to_json(), indent=1, allow_nan=False))
+
+    def load_evaluation(self):
+        """The records of ``zspace evaluate`` (evaluation.json)."""
+        from zspace.evaluation.evaluate import Evaluation
+
+        if not self.evaluation_json.is_file():
+            raise FileNotFoundError(f"{self.evaluation_json} not found: run `zspace evaluate {self.root}` first")
+        if self.evaluation_json.stat().st_size > MAX_ANALYSIS_JSON_BYTES:
+            raise RunError(f"{self.evaluation_json}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; "
+                           f"not an evaluation written by zspace.")
+        try:
+            return Evaluation.from_json(json.loads(self.evaluation_json.read_text(encoding="utf-8")))
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise RunError(f"{self.evaluation_json}: not an evaluation written by zspace ({_reason(exc)}); "
+                           f"run `zspace evaluate {self.root}` again.") from None
+
     def save_analysis(self, analysis: Analysis) -> None:
         """Writes analysis.npz, then analysis.json (each atomically)."""
         from zspace.analysis.encoding import save_encoding
