@@ -59,6 +59,9 @@ def test_analyze_rejects_bad_settings(runs):
 
 
 def test_report_has_every_section_and_embeds_images(runs, tmp_path):
+    evaluated = runner.invoke(app, ["evaluate", str(runs[1]), "--set", "k=10", "--set", "nll_images=20",
+                                    "--set", "hole_samples=300"])
+    assert evaluated.exit_code == 0, evaluated.output
     out = tmp_path / "report.html"
     result = runner.invoke(app, ["report", *map(str, runs), "-o", str(out), "--sharpen", "7", *FAST])
     assert result.exit_code == 0, result.output
@@ -71,6 +74,7 @@ def test_report_has_every_section_and_embeds_images(runs, tmp_path):
     assert len(images) == len(files) >= 20
     assert "vae_grid_normal_sharp.png" in files and "ae_tsne_300.png" in files
     assert "<td>vae</td>" in page and "logvar min" in page  # VAE internals table
+    assert "NLL (nats)" in page and "holes.png" in files  # the evaluated VAE: its table row and hole plot
 
 
 def test_compare_writes_overlays_tables_and_side_by_side_grids(runs, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 
 from zspace.analysis import analyze_run, encode_images
 from zspace.config import AnalysisConfig, load_config
+from zspace.evaluation.evaluate import evaluate
 from zspace.data import find_local_dataset, load_dataset
 from zspace.report import collect_run, write_html_report
 from zspace.training import train
@@ -53,10 +54,11 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
         # Encoded before anything else draws sampling noise from the model, so the radius is reproducible.
         radii.append(float(np.linalg.norm(encode_images(result.model, result.run.split.x_val)["z"], axis=1).mean()))
         results.append(result)
-    print("[zspace demo] analysing both runs and writing the report", flush=True)
+    print("[zspace demo] analysing and evaluating both runs, writing the report", flush=True)
     rows, reports = [], []
     for result, mean_radius in zip(results, radii):
         analyze_run(result.run, analysis_config)
+        evaluate(result.run)
         report = collect_run(result.run)
         reports.append(report)
         last = result.history[-1]

@@ -97,15 +97,18 @@ def elbo_surgery(mu, logvar=None, seed: int = 0) -> PriorSurgery:
 
 
 def hole_fraction(samples, mu, logvar=None, quantile: float = 0.01, seed: int = 0) -> float:
-    """Share of ``samples`` (M, z_dim) where q(z) is below its ``quantile`` over the encoded points' own z.
+    """Share of ``samples`` (M, z_dim) where q(z) is below its ``quantile`` over the z the decoder was trained on.
 
-    With the default 0.01: below the density that 99% of the encoded z-points have. ``logvar`` None:
-    an AE, its z-points smoothed by :func:`scott_bandwidth`.
+    With the default 0.01: below the density that 99% of the encoded z-points have (a VAE's: one
+    z ~ q(z | x) per image). ``logvar`` None: an AE, q(z) its z-points smoothed by
+    :func:`scott_bandwidth`, the reference its z-points themselves.
     """
     mu = np.asarray(mu, dtype=np.float64)
-    if logvar is None:
+    if logvar is None:  # an AE decodes its z-points themselves: they are the reference
         logvar = np.full_like(mu, 2.0 * math.log(scott_bandwidth(mu)))
-    logvar = np.asarray(logvar, dtype=np.float64)
-    z = mu + np.exp(0.5 * logvar) * np.random.default_rng(seed).standard_normal(mu.shape)
+        z = mu
+    else:  # a VAE decodes z ~ q(z | x)
+        logvar = np.asarray(logvar, dtype=np.float64)
+        z = mu + np.exp(0.5 * logvar) * np.random.default_rng(seed).standard_normal(mu.shape)
     threshold = np.quantile(aggregate_log_density(z, mu, logvar), quantile)
     return float((aggregate_log_density(samples, mu, logvar) < threshold).mean())

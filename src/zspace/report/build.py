@@ -13,6 +13,7 @@ from PIL import Image
 
 from zspace.analysis import Analysis, analyze_run
 from zspace.config import AnalysisConfig, RunConfig
+from zspace.evaluation.evaluate import Evaluation
 from zspace.generation import GalleryConfig, write_gallery
 from zspace.report import plots
 from zspace.rundir import Run
@@ -31,12 +32,14 @@ class RunReport:
     Attributes:
         run: the run directory; history: its history.csv rows; analysis: its analysis.
         gallery: {grid name: PNG path} written by :func:`zspace.generation.write_gallery`.
+        evaluation: the run's ``zspace evaluate`` records, None when it has not been evaluated.
     """
 
     run: Run
     history: list[dict[str, float]]
     analysis: Analysis
     gallery: dict[str, Path] = field(default_factory=dict)
+    evaluation: Evaluation | None = None
 
     @property
     def name(self) -> str:
@@ -63,7 +66,8 @@ def collect_run(run: Run | str | Path, analysis_config: AnalysisConfig | None = 
     run.model  # noqa: B018  (a run without a model fails here, before any analysis work)
     analysis = run.load_analysis() if run.has_analysis() else analyze_run(run, analysis_config or AnalysisConfig())
     gallery = write_gallery(run, gallery_config, analysis.z_train)
-    return RunReport(run, run.history, analysis, gallery)
+    evaluation = run.load_evaluation() if run.evaluation_json.is_file() else None
+    return RunReport(run, run.history, analysis, gallery, evaluation)
 
 
 def _f(value, digits: int = 3) -> str:
@@ -122,6 +126,18 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
         tables["VAE internals"] = (["run", "logvar min", "logvar max", "logvar mean", "max |z-mu|",
                                     "components |z-mu|>thr", "max |r(z)-r(mu)|", "mean |r(z)-r(mu)|",
                                     "mean rel. diff", "KL / image"], rows)
+    rows = []
+    for r in runs:
+        e = r.evaluation
+        if e is not None:
+            lik, surgery, reco = e.likelihood, e.prior.surgery, e.reconstruction
+            rows.append([r.name, _f(lik.nll) if lik else "-", _f(lik.elbo) if lik else "-",
+                         _f(lik.bits_per_dim) if lik else "-", _f(surgery.mutual_information),
+                         _f(surgery.marginal_kl), _f(e.prior.hole_fraction["normal"]), _f(reco.loss_per_image),
+                         _f(reco.psnr), _f(reco.ssim)])
+    if rows:
+        tables["Evaluation"] = (["run", "NLL (nats)", "ELBO", "bits/dim", "I(x;z)", "marginal KL",
+                                 "holes under N(0,I)", "reco loss / image", "PSNR (dB)", "SSIM"], rows)
     return tables
 
 
@@ -138,6 +154,9 @@ def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
     inertia = [(n, a.inertia.ks, a.inertia.mean, a.inertia.std, a.inertia.elbow_k) for n, a in s if a.inertia]
     if inertia:
         figures["inertia"] = plots.plot_inertia_curves(inertia)
+    holes = [(r.name, r.evaluation.prior.hole_fraction) for r in runs if r.evaluation is not None]
+    if holes:
+        figures["holes"] = plots.plot_hole_fractions(holes)
     vaes = [(n, a.internals) for n, a in s if a.internals is not None]
     if vaes:
         figures["logvar"] = plots.plot_logvar_counts([(n, i.logvar_counts, i.logvar_edges) for n, i in vaes])
@@ -218,7 +237,7 @@ text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-wi
 section{margin-bottom:2em}h2{border-bottom:1px solid #ddd}figure{display:inline-block;margin:0 1em 1em 0}
 figcaption{font-size:12px;color:#555}"""
 
-SECTIONS = ("Runs", "Training curves", "Radius", "Per-axis distributions", "Clustering", "Projections",
+SECTIONS = ("Runs", "Training curves", "Evaluation", "Radius", "Per-axis distributions", "Clustering", "Projections",
             "VAE internals", "Generation")
 
 
@@ -242,6 +261,9 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
     section("Runs", table("Final losses (per image; BCE in nats)"))
     section("Training curves", figure("losses", "total, reconstruction and KL loss per epoch (dashed: validation)")
             if "losses" in saved else "<p>No history.</p>")
+    section("Evaluation", table("Evaluation") + figure("holes", "hole fraction of the uniform samplers U[-r, r] "
+                                                                 "against r (dotted: N(0, I))")
+            if "Evaluation" in tables else "<p>No run has been evaluated (<code>zspace evaluate RUN</code>).</p>")
     section("Radius", table("Radius of the z-points") + figure("radius", "radius histogram of the z-points"))
     section("Per-axis distributions", table("Per-axis statistics") + figure("axes", "distribution of selected axes"))
     section("Clustering", table("Clustering (MiniBatchKMeans)")

@@ -162,3 +162,18 @@ def plot_kl_per_dim(series) -> Figure:
     ax.legend(fontsize=8)
     return fig
 
+
+
+def plot_hole_fractions(series) -> Figure:
+    """series: [(label, {"normal": f, "uniform_<r>": f, ...})]: hole fraction against r, N(0, I) dotted."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for label, fractions in series:
+        uniform = sorted((float(k.partition("_")[2]), v) for k, v in fractions.items() if k.startswith("uniform_"))
+        line, = ax.plot([r for r, _ in uniform], [v for _, v in uniform], "o-", ms=3, label=label)
+        if "normal" in fractions:
+            ax.axhline(fractions["normal"], ls=":", color=line.get_color())
+    ax.set_xlabel("half-width r of U[-r, r]^z_dim")
+    ax.set_ylabel("share of z in holes of q(z)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    return fig
