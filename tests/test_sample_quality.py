@@ -93,3 +93,20 @@ def test_bad_feature_arrays_are_named():
         frechet_distance(np.zeros((5, 2)), np.full((5, 2), np.nan))
     with pytest.raises(ValueError, match="one feature dimension"):
         precision_recall(np.zeros((5, 2)), np.zeros((5, 3)))
+
+
+def test_fd_and_kid_agree_with_torchmetrics():
+    """An independent implementation on the same feature arrays (torchmetrics, installed with the torch extra)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchmetrics")
+    from torchmetrics.image.fid import _compute_fid
+    from torchmetrics.image.kid import poly_mmd
+
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16))
+    fake = rng.normal(0.2, 1.1, size=(250, 16)) @ rng.normal(size=(16, 16))
+    stats = [torch.tensor(v) for v in (real.mean(0), np.cov(real, rowvar=False), fake.mean(0),
+                                        np.cov(fake, rowvar=False))]
+    assert frechet_distance(real, fake) == pytest.approx(float(_compute_fid(*stats)), rel=1e-6)
+    kid, _ = kernel_distance(real[:250], fake, subsets=2, subset_size=250)  # whole sets: every subset the same
+    assert kid == pytest.approx(float(poly_mmd(torch.tensor(real[:250]), torch.tensor(fake))), rel=1e-9)
