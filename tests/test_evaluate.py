@@ -54,6 +54,10 @@ def test_bad_evaluation_settings_and_files(runs, tmp_path):
     _, vae = runs
     result = runner.invoke(app, ["evaluate", str(vae), "--set", "k=0"])
     assert result.exit_code == 2 and "`k` must be a positive integer. Received: k=0" in result.output
+    bad_toml = tmp_path / "eval.toml"
+    bad_toml.write_text("k = 5\nholes = 3\n")
+    result = runner.invoke(app, ["evaluate", str(vae), "--config", str(bad_toml)])
+    assert result.exit_code == 2 and "unknown field `holes`" in result.output
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "evaluation.json").write_text('{"kind": "vae"}')
     with pytest.raises(Exception, match="not an evaluation written by zspace"):

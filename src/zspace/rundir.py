@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "run_data", "read_history", "list_checkpoints"]
 
-# analysis.json holds summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
+# analysis.json / evaluation.json hold summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
 MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
 
@@ -190,12 +190,6 @@ class Run:
         if self._dataset is None and "_split" in self.__dict__:
             self.data.close()
 
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # --- files --------------------------------------------------------------------
     @property
     def history(self) -> list[dict[str, float]]:
@@ -243,20 +237,14 @@ class Run:
         for path in (self.analysis_json, self.analysis_npz):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: run `zspace analyze {self.root}` first")
-        if self.analysis_json.stat().st_size > MAX_ANALYSIS_JSON_BYTES:
-            raise RunError(f"{self.analysis_json}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; "
-                           f"not an analysis written by zspace.")
         try:
             with np.load(self.analysis_npz, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise RunError(f"{self.analysis_npz}: not analysis arrays written by zspace ({_reason(exc)}); "
                            f"run `zspace analyze {self.root}` again.") from None
-        try:
-            return Analysis.from_json(json.loads(self.analysis_json.read_text(encoding="utf-8")), arrays)
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise RunError(f"{self.analysis_json}: not an analysis written by zspace ({_reason(exc)}); "
-                           f"run `zspace analyze {self.root}` again.") from None
+        return self._read_record(self.analysis_json, "an analysis", "analyze",
+                                 lambda data: Analysis.from_json(data, arrays))
 
     def save_evaluation(self, evaluation) -> None:
         """Writes evaluation.json (strict JSON, atomically)."""
@@ -268,14 +256,17 @@ class Run:
 
         if not self.evaluation_json.is_file():
             raise FileNotFoundError(f"{self.evaluation_json} not found: run `zspace evaluate {self.root}` first")
-        if self.evaluation_json.stat().st_size > MAX_ANALYSIS_JSON_BYTES:
-            raise RunError(f"{self.evaluation_json}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; "
-                           f"not an evaluation written by zspace.")
+        return self._read_record(self.evaluation_json, "an evaluation", "evaluate", Evaluation.from_json)
+
+    def _read_record(self, path: Path, what: str, command: str, parse):
+        """``parse(json of path)``, size-bounded; any malformed content becomes one RunError naming the file."""
+        if path.stat().st_size > MAX_ANALYSIS_JSON_BYTES:
+            raise RunError(f"{path}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; not {what} written by zspace.")
         try:
-            return Evaluation.from_json(json.loads(self.evaluation_json.read_text(encoding="utf-8")))
+            return parse(json.loads(path.read_text(encoding="utf-8")))
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise RunError(f"{self.evaluation_json}: not an evaluation written by zspace ({_reason(exc)}); "
-                           f"run `zspace evaluate {self.root}` again.") from None
+            raise RunError(f"{path}: not {what} written by zspace ({_reason(exc)}); "
+                           f"run `zspace {command} {self.root}` again.") from None
 
     def save_analysis(self, analysis: Analysis) -> None:
         """Writes analysis.npz, then analysis.json (each atomically)."""

@@ -20,12 +20,12 @@ from zspace.config_fields import Config, check, config_field, each, non_empty, p
 from zspace.evaluation.likelihood import Likelihood, bernoulli_log_likelihood, gaussian_log_likelihood, run_likelihood
 from zspace.evaluation.prior import PriorSurgery, elbo_surgery, hole_fraction
 from zspace.evaluation.sample_quality import SampleQuality
+from zspace.generation.gallery import DEFAULT_LIMITS
 from zspace.records import Record
 from zspace.rundir import Run
 
 __all__ = ["EvaluationConfig", "Evaluation", "Reconstruction", "PriorHoles", "evaluate", "reconstruction_quality"]
 
-DEFAULT_LIMITS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 5.0, 8.0)
 _NON_NEGATIVE = check(lambda v: v >= 0, "a non-negative integer")
 
 
@@ -103,7 +103,6 @@ def reconstruction_quality(targets: np.ndarray, decoded: np.ndarray, loss: str) 
 def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig()) -> Evaluation:
     """Evaluates a run on its validation images and saves the result (evaluation.json) in the run."""
     from zspace.analysis.encoding import encode_images
-    from zspace.data.tasks import inference_inputs
 
     run = Run.of(run)
     c = config
@@ -112,12 +111,11 @@ def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(
     n = len(run.split.x_val) if c.images == 0 else c.images
     targets = run.validation_images(n)
     model = run.reset_noise()
-    inputs = inference_inputs(targets, run.config.train.task)
-    reconstruction = reconstruction_quality(targets, model.reconstruct(inputs), run.config.model.reconstruction_loss)
+    codes = encode_images(model, targets, task=run.config.train.task)  # one encoding for both parts
+    reconstruction = reconstruction_quality(targets, model.decode(codes["z"]), run.config.model.reconstruction_loss)
     seconds["reconstruction"] = round(time.perf_counter() - start, 3)
 
     start = time.perf_counter()
-    codes = encode_images(run.reset_noise(), targets, task=run.config.train.task)
     mu, logvar = codes.get("mu", codes["z"]), codes.get("logvar")
     rng = np.random.default_rng(c.seed)
     z_dim = mu.shape[1]
