@@ -5,8 +5,9 @@ on 2 cores. The weights are untrained: the time does not depend on them.
     python benchmarks/likelihood.py           # 1,000 images x K = 1,000
     python benchmarks/likelihood.py --quick   # 100 images x K = 1,000
 
-Prints ``nll_seconds=S``, ``decodes_per_second=R`` and ``under_target_ratio=S/180`` (scaled to 1,000 images
-with --quick).
+Prints ``nll_seconds=S``, ``decodes_per_second=R``, ``under_target_ratio=S/180`` (scaled to 1,000 images
+with --quick) and ``gemm_fraction``: the decoder's multiply-adds per second over numpy's float32 GEMM rate
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,25 @@ import time
 
 import numpy as np
 
+from peers import gemm_gflops
+
 from zspace.config import ModelConfig
-from zspace.evaluation.likelihood import bernoulli_log_likelihood, importance_log_likelihood
+from zspace.evaluation.likelihood import decoder_log_likelihood, importance_log_likelihood
 from zspace.models import build_model
+
+
+def decoder_flops_per_image(config: ModelConfig) -> float:
+    """2 x multiply-adds of one decoder pass (dense layer and transposed convolutions), from the layer shapes."""
+    config = config.resolved()
+    h, w, c = config.input_shape
+    for k, s, p in zip(config.encoder_kernels, config.encoder_strides, config.encoder_padding):
+        h, w = (-(-h // s), -(-w // s)) if p == "same" else ((h - k) // s + 1, (w - k) // s + 1)
+    c = config.encoder_filters[-1]
+    flops = 2.0 * config.z_dim * h * w * c
+    for f, k, s in zip(config.decoder_filters, config.decoder_kernels, config.decoder_strides):
+        flops += 2 * k * k * c * f * h * w  # one k x k x f scatter per input pixel
+        h, w, c = h * s, w * s, f
+    return flops
 
 
 def main() -> None:
@@ -30,10 +47,8 @@ def main() -> None:
     model = build_model(ModelConfig(), seed=0)
     images = np.random.default_rng(0).random((n, 28, 28, 1)).astype(np.float32)
     codes = model.encode(images)
-    model.decode(np.zeros((4096, model.model_config.z_dim), np.float32), batch_size=4096)  # trace once
-
-    def log_p_x_given_z(targets, z):
-        return bernoulli_log_likelihood(targets, model.decode(z.astype(np.float32), batch_size=4096))
+    log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli")
+    log_p_x_given_z(images[:1], np.zeros((1, model.model_config.z_dim), np.float32))  # trace once
 
     start = time.perf_counter()
     importance_log_likelihood(images, codes["mu"], codes["logvar"], log_p_x_given_z, k=k)
@@ -43,6 +58,10 @@ def main() -> None:
     print(f"nll_seconds={scaled:.1f}" + (" (scaled to 1,000 images)" if n != 1000 else ""))
     print(f"decodes_per_second={n * k / seconds:.0f}")
     print(f"under_target_ratio={scaled / 180:.2f}")
+    decoder_gflops = n * k * decoder_flops_per_image(model.model_config) / seconds / 1e9
+    gemm = gemm_gflops()
+    print(f"decoder {decoder_gflops:.0f} GFLOP/s, numpy float32 GEMM {gemm:.0f} GFLOP/s: gemm_fraction="
+          f"{decoder_gflops / gemm:.2f}")
 
 
 if __name__ == "__main__":

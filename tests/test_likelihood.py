@@ -71,6 +71,25 @@ def test_decoder_likelihoods_are_the_runs_losses():
     assert gaussian_log_likelihood(x, p)[0] == pytest.approx(-(0.01 + 0.04) - 1.5 * math.log(math.pi))
 
 
+@pytest.mark.backend
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_in_graph_decoder_likelihood_matches_numpy(likelihood):
+    """The fused decoder + likelihood graph gives the numpy functions' numbers, for a batch tail too."""
+    import keras
+
+    from zspace.evaluation.likelihood import decoder_log_likelihood
+
+    z_in = keras.Input((3,))
+    decoder = keras.Model(z_in, keras.layers.Reshape((2, 2, 1))(keras.layers.Dense(4, activation="sigmoid")(z_in)))
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((11, 3)).astype(np.float32)
+    x = rng.random((11, 2, 2, 1)).astype(np.float32)
+    x[:3] = x[:3] > 0.5
+    fused = decoder_log_likelihood(decoder, likelihood, batch_size=4)
+    numpy_version = bernoulli_log_likelihood if likelihood == "bernoulli" else gaussian_log_likelihood
+    np.testing.assert_allclose(fused(x, z), numpy_version(x, decoder.predict(z, verbose=0)), rtol=1e-5)
+
+
 def test_summary_record():
     record = summarize(np.array([-10.0, -12.0]), np.array([-11.0, -13.0]), k=5, dims=4, likelihood="bernoulli")
     assert record.nll == 11.0 and record.elbo == -12.0 and record.bits_per_dim == pytest.approx(11 / (4 * math.log(2)))

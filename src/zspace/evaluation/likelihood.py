@@ -20,12 +20,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import keras
 import numpy as np
+from keras import ops
 
 from zspace.records import Record
 
 __all__ = ["importance_log_likelihood", "bernoulli_log_likelihood", "gaussian_log_likelihood", "Likelihood", "summarize",
-           "run_likelihood"]
+           "run_likelihood", "DecoderLogLikelihood", "decoder_log_likelihood"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _EPS = 1e-7  # Keras' clip of probabilities in its binary cross-entropy
@@ -44,6 +46,63 @@ def gaussian_log_likelihood(x: np.ndarray, means: np.ndarray) -> np.ndarray:
     """(n,) log N(x; means, I / 2) summed over pixels: -sum (x - mean)^2 - (D / 2) log(pi)."""
     diff = (x.astype(np.float64) - means.astype(np.float64)).reshape(len(x), -1)
     return -(diff * diff).sum(1) - 0.5 * diff.shape[1] * math.log(math.pi)
+
+
+@keras.saving.register_keras_serializable(package="zspace")
+class DecoderLogLikelihood(keras.layers.Layer):
+    """``[targets, decoded]`` (m, H, W, C) each -> (m,) log p(targets | z), the two functions above in-graph.
+
+    Computed in float32 where the decoder runs, so only m numbers per call leave the graph (the
+    decoded images stay inside it): 7% of the NLL's time at 28x28 went to moving them out and
+    re-reading them in numpy.
+    """
+
+    def __init__(self, likelihood: str = "bernoulli", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f'`likelihood` must be "bernoulli" or "gaussian". Received: {likelihood!r}')
+        self.likelihood = likelihood
+
+    def call(self, inputs):
+        targets, decoded = (ops.cast(t, "float32") for t in inputs)
+        dims = math.prod(targets.shape[1:])
+        targets, decoded = ops.reshape(targets, (-1, dims)), ops.reshape(decoded, (-1, dims))
+        if self.likelihood == "bernoulli":
+            p = ops.clip(decoded, _EPS, 1.0 - _EPS)
+            log_q = ops.log1p(-p)
+            return ops.sum(log_q + targets * (ops.log(p) - log_q), axis=1)
+        return -ops.sum(ops.square(targets - decoded), axis=1) - 0.5 * dims * math.log(math.pi)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0],)
+
+    def get_config(self):
+        return {**super().get_config(), "likelihood": self.likelihood}
+
+
+def decoder_log_likelihood(decoder: keras.Model, likelihood: str, batch_size: int = 4096
+                           ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(targets (m, H, W, C), z (m, z_dim)) -> (m,)`` log p(targets | z) through ``decoder``, in one graph.
+
+    Calls run in batches of one shape (the tail zero-padded) so the graph is traced once.
+    """
+    z_in = keras.Input(decoder.input_shape[1:], name="z")
+    targets_in = keras.Input(decoder.output_shape[1:], name="targets")
+    fused = keras.Model([z_in, targets_in], DecoderLogLikelihood(likelihood)([targets_in, decoder(z_in)]))
+
+    def log_p_x_given_z(targets: np.ndarray, z: np.ndarray) -> np.ndarray:
+        out = np.empty(len(z))
+        for start in range(0, len(z), batch_size):
+            rows = slice(start, min(len(z), start + batch_size))
+            m = rows.stop - rows.start
+            z_batch = np.zeros((batch_size, z.shape[1]), np.float32)
+            t_batch = np.zeros((batch_size, *targets.shape[1:]), np.float32)
+            z_batch[:m], t_batch[:m] = z[rows], targets[rows]
+            out[rows] = keras.ops.convert_to_numpy(fused.predict_on_batch([z_batch, t_batch]))[:m]
+        return out
+
+    return log_p_x_given_z
 
 
 def _log_normal(z: np.ndarray, mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
@@ -143,11 +202,7 @@ def run_likelihood(run, n_images: int = 1000, k: int = 1000, seed: int = 0,
     images = run.validation_images(n_images)
     codes = model.encode(inference_inputs(images, run.config.train.task))
     bce = run.config.model.reconstruction_loss == "bce"
-    decoder_log_likelihood = bernoulli_log_likelihood if bce else gaussian_log_likelihood
-
-    def log_p_x_given_z(targets, z):
-        return decoder_log_likelihood(targets, model.decode(z.astype(np.float32), batch_size=4096))
-
+    log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli" if bce else "gaussian")
     log_px, elbo = importance_log_likelihood(images, codes["mu"], codes["logvar"], log_p_x_given_z, k,
                                              samples_per_call, seed)
     return summarize(log_px, elbo, k, int(np.prod(images.shape[1:])),
