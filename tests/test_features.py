@@ -221,7 +221,7 @@ def test_unwritable_cache_dir_names_the_folder(digits, tmp_path, monkeypatch):
 
 def test_images_of_another_shape_are_refused(tmp_path, images):
     extractor = domain_network(Dataset("unlabelled", "synthetic", images, None), cache_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match=r"\(2, 9, 9, 1\).*\(8, 8, 1\)"):
+    with pytest.raises(ValueError, match=r"\(2, 9, 9, 1\).*\(n, 8, 8, 1\)"):
         extractor.features(np.zeros((2, 9, 9, 1), np.float32))
 
 

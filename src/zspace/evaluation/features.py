@@ -39,7 +39,7 @@ import numpy as np
 
 from zspace.data.cache import MANIFEST
 from zspace.data.datasets import Dataset, keras_cache_dir, train_validation_split
-from zspace.errors import CacheDirError, ModelFileError
+from zspace.errors import CacheDirError, DataError, ModelFileError
 from zspace.models.saving import load_model, save_model
 from zspace.records import Record
 from zspace.storage import atomic_write_text
@@ -123,10 +123,13 @@ class FeatureExtractor:
 
     def _check(self, images) -> None:
         shape = tuple(images.shape)
-        expected = self.input_shape or "(H, W, 1 or 3)"
-        if len(shape) != 4 or (shape[1:] != self.input_shape if self.input_shape else shape[-1] not in (1, 3)):
-            raise ValueError(f"images of shape {shape} do not fit the {self.space.label} network, whose "
-                             f"input is (n, *{expected}).")
+        if self.input_shape is None:
+            fits, expected = len(shape) == 4 and shape[-1] in (1, 3), "(n, H, W, 1 or 3)"
+        else:
+            fits, expected = shape[1:] == self.input_shape, f"(n, {', '.join(map(str, self.input_shape))})"
+        if not fits:
+            raise ValueError(f"images of shape {shape} do not fit the {self.space.label} network. "
+                             f"Expected: {expected} float32 in [0, 1].")
 
     def features(self, images, batch_size: int = 256) -> np.ndarray:
         """(n, D) float32 features of (n, H, W, C) float32 images in [0, 1] (an array or ShardedImages)."""
@@ -214,14 +217,14 @@ def _train(dataset: Dataset, fingerprint: str, seed: int, progress: bool) -> tup
     if by_labels:
         train_targets, held_out = split.y_train, split.y_val
         train_rows, test_rows = np.flatnonzero(train_targets >= 0), np.flatnonzero(held_out >= 0)  # -1: unlabelled
-        n_outputs = max(len(dataset.label_names), int(max(train_targets.max(), held_out.max())) + 1)
+        n_outputs = max(len(dataset.label_names), int(np.concatenate([train_targets, held_out]).max()) + 1)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
         train_targets, held_out = split.a_train.astype(np.float32), split.a_val
         train_rows, test_rows = np.flatnonzero((train_targets != 0).any(1)), np.flatnonzero((held_out != 0).any(1))
         n_outputs, loss = train_targets.shape[1], _masked_attribute_loss
     if len(train_rows) == 0 or len(test_rows) == 0:
-        raise ValueError(f"dataset {dataset.name!r} has {len(train_rows)} training and {len(test_rows)} held-out "
+        raise DataError(f"dataset {dataset.name!r} has {len(train_rows)} training and {len(test_rows)} held-out "
                          f"images with known targets; the domain network needs some of each.")
     steps_per_epoch = math.ceil(len(train_rows) / _BATCH_SIZE)
     epochs = min(_MAX_EPOCHS, max(1, math.ceil(_TRAIN_STEPS / steps_per_epoch)))
@@ -339,6 +342,7 @@ def domain_network(dataset: Dataset, cache_dir: str | Path | None = None, seed: 
 
     Raises:
         CacheDirError: the cache folder cannot be written (the message names it).
+        DataError: no training or no held-out image has a known label / attribute.
     """
     image_shape = tuple(dataset.image_shape)
     if dataset.y_train is None and dataset.a_train is None:
