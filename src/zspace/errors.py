@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "RunError", "TrainingDiverged"]
+__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "CacheDirError", "RunError", "TrainingDiverged"]
 
 
 class ZspaceError(Exception):
@@ -19,6 +19,10 @@ class DataError(ZspaceError, ValueError):
 
 class ModelFileError(ZspaceError, ValueError):
     """A model file is refused (unsafe content, wrong format, not zspace)."""
+
+
+class CacheDirError(ZspaceError, OSError):
+    """A cache folder cannot be written; the message names it and how to choose another."""
 
 
 class RunError(ZspaceError, RuntimeError):
