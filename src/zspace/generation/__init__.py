@@ -23,7 +23,7 @@ from zspace.generation.modes import (
     uniform_sweep_grid,
     write_grid,
 )
-from zspace.generation.samplers import GaussianMixtureSampler
+from zspace.generation.samplers import GaussianMixtureSampler, SecondStageConfig, SecondStageVAESampler
 from zspace.generation.sharpen import sharpen
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "interpolate",
     "attribute_shift",
     "GaussianMixtureSampler",
+    "SecondStageVAESampler",
+    "SecondStageConfig",
     "sharpen",
     "GalleryConfig",
     "write_gallery",
