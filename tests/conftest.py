@@ -16,6 +16,19 @@ from zspace.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
 SHARED_FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_keras_home(tmp_path_factory):
+    """Tests never write into the user's ~/.keras: caches zspace keeps there (the domain feature
+    networks) go to one temporary KERAS_HOME for the session, so each is trained once per session."""
+    previous = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home"))
+    yield Path(os.environ["KERAS_HOME"])
+    if previous is None:
+        del os.environ["KERAS_HOME"]
+    else:
+        os.environ["KERAS_HOME"] = previous
+
+
 def tiny_model_config(**changes) -> ModelConfig:
     """A 8x8x1 VAE with two conv layers: builds and trains in milliseconds."""
     base = dict(

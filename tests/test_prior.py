@@ -49,6 +49,27 @@ def test_hole_fraction_of_a_covering_and_of_a_displaced_aggregate_posterior():
     assert hole_fraction(prior, shell) > 0.99  # an AE's z on a far shell (bandwidth-smoothed): the prior hits holes
 
 
+def test_an_ae_reference_leaves_each_points_own_kernel_out():
+    """An AE whose z-points are N(0, I) draws: fresh N(0, I) samples are no rarer than its own points.
+
+    Scored with its own kernel, each point's density would be inflated by its own peak (narrow
+    in 8-D at N = 300) and every new z would look like a hole."""
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(300, 8))
+    fresh = rng.normal(size=(3000, 8))
+    assert hole_fraction(fresh, points) < 0.05
+    logvar = np.full_like(points, 2 * math.log(scott_bandwidth(points)))
+    with_own_peak = aggregate_log_density(points, points, logvar)
+    assert (aggregate_log_density(fresh, points, logvar) < np.quantile(with_own_peak, 0.01)).mean() > 0.5
+    # leave-one-out against the direct sum over the other points
+    direct = [aggregate_log_density(points[i:i + 1], np.delete(points, i, 0), np.delete(logvar, i, 0))[0]
+              for i in range(5)]
+    loo = aggregate_log_density(points, points, logvar, leave_one_out=True)[:5]
+    np.testing.assert_allclose(loo, direct, rtol=1e-10)
+    with pytest.raises(ValueError, match="leave_one_out needs the N >= 2 centres"):
+        aggregate_log_density(fresh, points, logvar, leave_one_out=True)
+
+
 def test_an_ae_uses_scotts_bandwidth():
     z = np.random.default_rng(3).normal(size=(1000, 4)) * 2.0
     h = scott_bandwidth(z)

@@ -75,6 +75,7 @@ def test_report_has_every_section_and_embeds_images(runs, tmp_path):
     assert "vae_grid_normal_sharp.png" in files and "ae_tsne_300.png" in files
     assert "<td>vae</td>" in page and "logvar min" in page  # VAE internals table
     assert "NLL (nats)" in page and "holes.png" in files  # the evaluated VAE: its table row and hole plot
+    assert "<h3>Sample quality (FD-domain)</h3>" in page and "<td>second_stage</td>" in page
 
 
 def test_compare_writes_overlays_tables_and_side_by_side_grids(runs, tmp_path):

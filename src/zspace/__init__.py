@@ -4,7 +4,8 @@ from zspace.config import ModelConfig, RunConfig, TrainConfig, load_config
 from zspace.rundir import Run
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "TrainConfig", "RunConfig", "Run", "load_config", "train", "load_run"]
+__all__ = ["ModelConfig", "TrainConfig", "RunConfig", "Run", "load_config", "train", "load_run", "evaluate",
+           "EvaluationConfig"]
 
 
 def __getattr__(name):
@@ -14,4 +15,8 @@ def __getattr__(name):
         from zspace import training
 
         return getattr(training, name)
+    if name in ("evaluate", "EvaluationConfig"):
+        from zspace.evaluation import evaluate
+
+        return getattr(evaluate, name)
     raise AttributeError(f"module 'zspace' has no attribute {name!r}")

@@ -127,7 +127,7 @@ def evaluate(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Evaluation TOML.", exists=True, dir_okay=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k=100.")] = None,
 ) -> None:
-    """Reconstruction, likelihood (VAE) and prior-hole numbers of a run, written to its evaluation.json."""
+    """Reconstruction, likelihood (VAE), prior holes and sample quality per sampler, written to evaluation.json."""
     from zspace.config import parse_overrides
     from zspace.evaluation.evaluate import EvaluationConfig, evaluate as evaluate_run
     from zspace.rundir import Run
@@ -141,7 +141,13 @@ def evaluate(
                else "no likelihood (an AE has none)")
         typer.echo(f"{r.loss} {r.loss_per_image:.3f} per image, PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.3f}; {nll}; "
                    f"I(x;z) {s.mutual_information:.3f}, marginal KL {s.marginal_kl:.3f}, holes under N(0, I) "
-                   f"{e.prior.hole_fraction['normal']:.3f}; wrote {target.evaluation_json}")
+                   f"{e.prior.hole_fraction['normal']:.3f}")
+        for label in e.features:
+            distances = ", ".join(f"{q.sampler} {q.fd:.4g}" for q in e.samples if q.features == label)
+            typer.echo(f"{label} ({e.features[label].network}): {distances}")
+        for note in e.notes:
+            typer.echo(f"note: {note}")
+        typer.echo(f"wrote {target.evaluation_json}")
 
 
 @app.command()

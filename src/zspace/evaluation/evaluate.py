@@ -1,13 +1,21 @@
-"""``zspace evaluate``: reconstruction, likelihood and prior-hole numbers of a run, as typed records.
+"""``zspace evaluate``: reconstruction, likelihood, prior-hole and sample-quality numbers of a run, as typed records.
 
 The result is an :class:`Evaluation`; :meth:`zspace.Run.save_evaluation` writes it into the run
-directory (evaluation.json, strict JSON). Sample-quality distances per sampler (FD-domain, KID,
-precision / recall, density / coverage: :mod:`zspace.evaluation.sample_quality`) need the domain
-feature network, which is not there yet: ``samples`` stays empty until then.
+directory (evaluation.json, strict JSON). Parts:
+
+- reconstruction of validation images (loss, PSNR, SSIM);
+- likelihood (VAE): importance-sampled NLL beside the ELBO (:mod:`zspace.evaluation.likelihood`);
+- prior: ELBO surgery and the hole fraction of every sampler's z-points (:mod:`zspace.evaluation.prior`);
+- samples: per sampler (N(0, I), uniform [-r, r] for each r, a BIC-chosen Gaussian mixture and a
+  second-stage VAE fitted to the training z-points), FD / KID / precision / recall / density /
+  coverage of its decoded images against as many held-out real images, in each feature space
+  (:mod:`zspace.evaluation.features`: "FD-domain" always, "FID" when Inception-v3's weights are in
+  the Keras cache).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -15,11 +23,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from zspace.config_fields import Config, check, config_field, each, non_empty, positive
 from zspace.evaluation.likelihood import Likelihood, bernoulli_log_likelihood, gaussian_log_likelihood, run_likelihood
 from zspace.evaluation.prior import PriorSurgery, elbo_surgery, hole_fraction
-from zspace.evaluation.sample_quality import SampleQuality
+from zspace.errors import RunError
+from zspace.evaluation.features import FeatureSpace
+from zspace.evaluation.sample_quality import SampleQuality, sample_quality
 from zspace.generation.gallery import DEFAULT_LIMITS
 from zspace.records import Record
 from zspace.rundir import Run
@@ -27,6 +38,9 @@ from zspace.rundir import Run
 __all__ = ["EvaluationConfig", "Evaluation", "Reconstruction", "PriorHoles", "evaluate", "reconstruction_quality"]
 
 _NON_NEGATIVE = check(lambda v: v >= 0, "a non-negative integer")
+SAMPLERS = ("normal", "uniform", "gmm", "second_stage")
+FEATURE_SPACES = ("domain", "inception")
+_MIN_SAMPLE_IMAGES = 10  # k-NN radii need k + 1 = 6 points; KID subsets a few more
 
 
 @dataclass(frozen=True)
@@ -37,13 +51,30 @@ class EvaluationConfig(Config):
 
     images: int = config_field("Validation images for the reconstruction and prior numbers (0 = all).", 0,
                                _NON_NEGATIVE)
-    nll_images: int = config_field("Validation images of the importance-sampled NLL (VAE).", 1000, positive())
+    nll_images: int = config_field(
+        "Validation images of the importance-sampled NLL (VAE); 0 = 1,000 or all if fewer.", 0, _NON_NEGATIVE)
     k: int = config_field("Importance samples per image of the NLL.", 1000, positive())
     hole_samples: int = config_field("z-points drawn per sampler for the hole fraction.", 10_000, positive())
     limits: tuple[float, ...] = config_field(
         "Half-widths r of the uniform samplers U[-r, r]^z_dim.", DEFAULT_LIMITS, non_empty("at least one limit"),
         each(lambda r: math.isfinite(r) and r > 0, "positive finite half-widths"))
+    samplers: tuple[str, ...] = config_field(
+        "Samplers whose images are compared with real ones: normal, uniform (each limit), gmm, second_stage.",
+        SAMPLERS, each(lambda s: s in SAMPLERS, f"names among {', '.join(SAMPLERS)}"))
+    sample_images: int = config_field(
+        "Generated and real images per sampler; 0 = 10,000 or all validation images if fewer.", 0, _NON_NEGATIVE)
+    features: tuple[str, ...] = config_field(
+        'Feature spaces of the distances: "domain" (zspace\'s per-dataset network), "inception" (FID, only '
+        "if its weights are in the Keras cache).", FEATURE_SPACES,
+        each(lambda s: s in FEATURE_SPACES, f"names among {', '.join(FEATURE_SPACES)}"))
+    features_dir: str = config_field("Folder of the cached domain feature network; empty = beside the dataset.", "")
+    gmm_components: int = config_field("Components of the GMM sampler; 0 = chosen by BIC.", 0, _NON_NEGATIVE)
+    second_stage_steps: int = config_field("Optimizer steps of the second-stage VAE sampler.", 2000, positive())
+    fit_images: int = config_field(
+        "Training images whose z-points the GMM and second-stage samplers are fitted to (0 = all).", 10_000,
+        _NON_NEGATIVE)
     seed: int = config_field("Seed of every draw.", 0, _NON_NEGATIVE)
+    progress: bool = config_field("Progress bars on a terminal.", True)
 
 
 @dataclass(frozen=True)
@@ -74,7 +105,15 @@ class PriorHoles(Record):
 
 @dataclass(frozen=True)
 class Evaluation(Record):
-    """Everything ``zspace evaluate`` computes; ``likelihood`` is None for an AE (it has none)."""
+    """Everything ``zspace evaluate`` computes; ``likelihood`` is None for an AE (it has none).
+
+    Attributes:
+        samples: one :class:`SampleQuality` per sampler and feature space.
+        features: the feature spaces used, by label ("FD-domain", "FD-random", "FID").
+        samplers: what each sampler is ("gmm": "Gaussian mixture, 8 full components (BIC)", ...).
+        notes: what was left out and why (an AE's likelihood, Inception weights not on the machine).
+        seconds: wall time of each part.
+    """
 
     config: EvaluationConfig
     kind: Literal["ae", "vae"]
@@ -83,6 +122,13 @@ class Evaluation(Record):
     seconds: dict[str, float]
     likelihood: Likelihood | None = None
     samples: tuple[SampleQuality, ...] = ()
+    features: dict[str, FeatureSpace] = dataclasses.field(default_factory=dict)
+    samplers: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def sample(self, sampler: str, features: str | None = None) -> SampleQuality | None:
+        """The numbers of one sampler (in the first feature space if ``features`` is None), or None."""
+        return next((q for q in self.samples if q.sampler == sampler and features in (None, q.features)), None)
 
 
 def reconstruction_quality(targets: np.ndarray, decoded: np.ndarray, loss: str) -> Reconstruction:
@@ -100,6 +146,57 @@ def reconstruction_quality(targets: np.ndarray, decoded: np.ndarray, loss: str) 
                           float(ssim.mean()), len(targets))
 
 
+def _size(asked: int, default: int, available: int, field: str, what: str, run: Run) -> int:
+    """``asked`` images (0: min(default, available)); more than ``available`` is an error naming both."""
+    if asked > available:
+        raise RunError(f"{run.root}: {field}={asked} asks for more {what} than the run has ({available}).")
+    return asked or min(default, available)
+
+
+def _family(sampler: str) -> str:
+    """The config name of a sampler: "uniform_2.5" -> "uniform"."""
+    return sampler.split("_")[0] if sampler.startswith("uniform_") else sampler
+
+
+def _latent_samplers(c: EvaluationConfig, z_dim: int, n: int, z_train: np.ndarray | None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """{name: (n, z_dim) float32 z-points} and {name: description}: N(0, I) and each uniform always (the
+    hole fractions use them), the fitted samplers when configured (``z_train``: their training z-points)."""
+    from zspace.generation.samplers import GaussianMixtureSampler, SecondStageVAESampler
+
+    rng = np.random.default_rng(c.seed)
+    z, about = {"normal": rng.standard_normal((n, z_dim))}, {"normal": "N(0, I)"}
+    unit = rng.uniform(-1.0, 1.0, (n, z_dim))
+    for r in c.limits:
+        z[f"uniform_{r:g}"], about[f"uniform_{r:g}"] = r * unit, f"uniform in [-{r:g}, {r:g}]^{z_dim}"
+    if "gmm" in c.samplers:
+        gmm = GaussianMixtureSampler(c.gmm_components or None, random_state=c.seed).fit(z_train)
+        how = "given" if c.gmm_components else "chosen by BIC"
+        z["gmm"] = gmm.sample(n)
+        about["gmm"] = (f"Gaussian mixture fitted to {len(z_train)} training z-points, {gmm.n_components_} full "
+                        f"components ({how})")
+    if "second_stage" in c.samplers:
+        second_stage = SecondStageVAESampler(steps=c.second_stage_steps, random_state=c.seed).fit(z_train)
+        z["second_stage"] = second_stage.sample(n)
+        about["second_stage"] = f"second-stage VAE (Dai & Wipf 2019) fitted to {len(z_train)} training z-points"
+    return {name: points.astype(np.float32) for name, points in z.items()}, about
+
+
+def _feature_extractors(run: Run, c: EvaluationConfig, notes: list[str]) -> list:
+    from zspace.evaluation.features import domain_network, inception_network
+
+    extractors = []
+    if "domain" in c.features:
+        extractors.append(domain_network(run.data, c.features_dir or None, seed=c.seed, progress=c.progress))
+    if "inception" in c.features:
+        inception, note = inception_network(progress=c.progress)
+        if inception is None:
+            notes.append(note)
+        else:
+            extractors.append(inception)
+    return extractors
+
+
 def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig()) -> Evaluation:
     """Evaluates a run on its validation images and saves the result (evaluation.json) in the run."""
     from zspace.analysis.encoding import encode_images
@@ -107,28 +204,58 @@ def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(
     run = Run.of(run)
     c = config
     seconds: dict[str, float] = {}
+    notes: list[str] = []
+    n_val = len(run.split.x_val)
+    n = _size(c.images, n_val, n_val, "images", "validation images", run)
+    n_nll = _size(c.nll_images, 1000, n_val, "nll_images", "validation images", run)
+    n_samples = _size(c.sample_images, 10_000, n_val, "sample_images", "validation images", run)
+    if c.samplers and c.features and n_samples < _MIN_SAMPLE_IMAGES:
+        raise RunError(f"{run.root}: sample quality needs at least {_MIN_SAMPLE_IMAGES} real and generated images; "
+                       f"sample_images gives {n_samples} (validation split: {n_val}).")
+
     start = time.perf_counter()
-    n = len(run.split.x_val) if c.images == 0 else c.images
-    targets = run.validation_images(n)
+    targets = run.validation_images(max(n, n_samples))
     model = run.reset_noise()
-    codes = encode_images(model, targets, task=run.config.train.task)  # one encoding for both parts
-    reconstruction = reconstruction_quality(targets, model.decode(codes["z"]), run.config.model.reconstruction_loss)
+    codes = encode_images(model, targets[:n], task=run.config.train.task)  # one encoding for both parts
+    reconstruction = reconstruction_quality(targets[:n], model.decode(codes["z"]), run.config.model.reconstruction_loss)
     seconds["reconstruction"] = round(time.perf_counter() - start, 3)
 
     start = time.perf_counter()
+    likelihood = run_likelihood(run, n_nll, c.k, c.seed, progress=c.progress)
+    if likelihood is None:
+        notes.append("likelihood: an AE has none (no q(z|x) to sample from); NLL and ELBO are left out.")
+    seconds["likelihood"] = round(time.perf_counter() - start, 3)
+
+    start = time.perf_counter()
+    model = run.reset_noise()
+    z_train = None
+    if {"gmm", "second_stage"} & set(c.samplers):
+        fit_points = min(c.fit_images or len(run.split.x_train), len(run.split.x_train))
+        z_train = encode_images(model, run.split.x_train[:fit_points], task=run.config.train.task)["z"]
+    latent, about = _latent_samplers(c, codes["z"].shape[1], max(c.hole_samples, n_samples), z_train)
+    seconds["samplers"] = round(time.perf_counter() - start, 3)
+
+    start = time.perf_counter()
     mu, logvar = codes.get("mu", codes["z"]), codes.get("logvar")
-    rng = np.random.default_rng(c.seed)
-    z_dim = mu.shape[1]
-    samplers = {"normal": rng.standard_normal((c.hole_samples, z_dim))}
-    unit = rng.uniform(-1.0, 1.0, (c.hole_samples, z_dim))
-    samplers.update({f"uniform_{r:g}": r * unit for r in c.limits})
-    prior = PriorHoles(elbo_surgery(mu, logvar, c.seed),
-                       {name: hole_fraction(z, mu, logvar, seed=c.seed) for name, z in samplers.items()})
+    prior = PriorHoles(elbo_surgery(mu, logvar, c.seed), {name: hole_fraction(z[:c.hole_samples], mu, logvar,
+                                                                             seed=c.seed) for name, z in latent.items()})
     seconds["prior"] = round(time.perf_counter() - start, 3)
 
     start = time.perf_counter()
-    likelihood = run_likelihood(run, c.nll_images, c.k, c.seed)
-    seconds["likelihood"] = round(time.perf_counter() - start, 3)
-    evaluation = Evaluation(c, run.config.model.kind, reconstruction, prior, seconds, likelihood)
+    samples: list[SampleQuality] = []
+    extractors = _feature_extractors(run, c, notes) if c.samplers else []
+    seconds["feature_network"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    real = [extractor.features(targets[:n_samples]) for extractor in extractors]
+    compared = [(name, z) for name, z in latent.items() if _family(name) in c.samplers]
+    bar = tqdm(compared, desc="samplers", unit="sampler", disable=None if c.progress else True, leave=False)
+    for name, z in bar:
+        images = model.decode(z[:n_samples])
+        for extractor, real_features in zip(extractors, real):
+            samples.append(sample_quality(real_features, extractor.features(images), name, extractor.space.label,
+                                          seed=c.seed))
+    seconds["samples"] = round(time.perf_counter() - start, 3)
+    evaluation = Evaluation(c, run.config.model.kind, reconstruction, prior, seconds, likelihood, tuple(samples),
+                            {e.space.label: e.space for e in extractors}, about, tuple(notes))
     run.save_evaluation(evaluation)
     return evaluation

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from keras import ops
+from tqdm.auto import tqdm
 
 from zspace.records import Record
 
@@ -133,7 +134,8 @@ class Likelihood(Record):
 
 def importance_log_likelihood(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
                               log_p_x_given_z: Callable[[np.ndarray, np.ndarray], np.ndarray], k: int = 1000,
-                              samples_per_call: int = 8192, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                              samples_per_call: int = 8192, seed: int = 0,
+                              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-image importance-sampled log p(x) and ELBO.
 
     Args:
@@ -141,6 +143,7 @@ def importance_log_likelihood(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
         log_p_x_given_z: (images (m, ...), z (m, z_dim)) -> (m,) log p(image | z); called on at most
             ``samples_per_call`` (image, z) pairs at a time, so K x batch never has to fit at once.
         k: importance samples per image.
+        progress: a tqdm bar over the images (shown on a terminal only).
 
     Returns:
         (log_px (n,), elbo (n,)), nats.
@@ -154,6 +157,7 @@ def importance_log_likelihood(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
     k_per_call = min(k, samples_per_call)
     log_px, elbo = np.empty(n), np.empty(n)
     kl = 0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar).sum(1)
+    bar = tqdm(total=n, desc=f"NLL (K = {k})", unit="image", disable=None if progress else True, leave=False)
     for start in range(0, n, images_per_call):
         rows = slice(start, min(n, start + images_per_call))
         m = rows.stop - rows.start
@@ -173,6 +177,8 @@ def importance_log_likelihood(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
         top = log_w.max(1)
         log_px[rows] = top + np.log(np.exp(log_w - top[:, None]).mean(1))
         elbo[rows] = reco_sum / k - kl[rows]
+        bar.update(m)
+    bar.close()
     return log_px, elbo
 
 
@@ -185,7 +191,7 @@ def summarize(log_px: np.ndarray, elbo: np.ndarray, k: int, dims: int, likelihoo
 
 
 def run_likelihood(run, n_images: int = 1000, k: int = 1000, seed: int = 0,
-                   samples_per_call: int = 8192) -> Likelihood | None:
+                   samples_per_call: int = 8192, progress: bool = False) -> Likelihood | None:
     """NLL and ELBO of a run's VAE on its first ``n_images`` validation images; None for an AE (it has none).
 
     Args:
@@ -204,6 +210,6 @@ def run_likelihood(run, n_images: int = 1000, k: int = 1000, seed: int = 0,
     bce = run.config.model.reconstruction_loss == "bce"
     log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli" if bce else "gaussian")
     log_px, elbo = importance_log_likelihood(images, codes["mu"], codes["logvar"], log_p_x_given_z, k,
-                                             samples_per_call, seed)
+                                             samples_per_call, seed, progress)
     return summarize(log_px, elbo, k, int(np.prod(images.shape[1:])),
                      "bernoulli" if bce else "gaussian (sigma^2 = 1/2)")

@@ -31,8 +31,12 @@ def scott_bandwidth(z) -> float:
     return float(z.std(0).mean() * len(z) ** (-1.0 / (z.shape[1] + 4)))
 
 
-def aggregate_log_density(points, mu, logvar) -> np.ndarray:
+def aggregate_log_density(points, mu, logvar, leave_one_out: bool = False) -> np.ndarray:
     """(M,) log q(z) at ``points`` (M, z_dim) for q = mean_i N(mu_i, diag(exp(logvar_i))), (N, z_dim) each.
+
+    ``leave_one_out``: ``points`` are the N centres themselves, and point i's density leaves out its
+    own component (mean over the other N - 1), as a kernel density estimate is scored at its own
+    points; its own peak would otherwise dominate for small N or narrow kernels.
 
     One GEMM per block: sum_d (z - mu_jd)^2 / var_jd = z^2 . (1/var_j) - 2 z . (mu_j / var_j) + sum mu_j^2 / var_j.
     """
@@ -40,13 +44,19 @@ def aggregate_log_density(points, mu, logvar) -> np.ndarray:
     mu, logvar = np.asarray(mu, dtype=np.float64), np.asarray(logvar, dtype=np.float64)
     precision = np.exp(-logvar)
     const = -0.5 * ((mu * mu * precision).sum(1) + logvar.sum(1) + mu.shape[1] * _LOG_2PI)  # (N,)
+    if leave_one_out and (points.shape != mu.shape or len(mu) < 2):
+        raise ValueError(f"leave_one_out needs the N >= 2 centres as points. Received points {points.shape}, "
+                         f"mu {mu.shape}")
     out = np.empty(len(points))
     for start in range(0, len(points), _BLOCK):
         z = points[start:start + _BLOCK]
         log_q = const[None, :] - 0.5 * ((z * z) @ precision.T) + z @ (mu * precision).T  # (block, N)
+        if leave_one_out:
+            rows = np.arange(len(z))
+            log_q[rows, start + rows] = -np.inf
         top = log_q.max(1)
-        out[start:start + _BLOCK] = top + np.log(np.exp(log_q - top[:, None]).sum(1)) - math.log(len(mu))
-    return out
+        out[start:start + _BLOCK] = top + np.log(np.exp(log_q - top[:, None]).sum(1))
+    return out - math.log(len(mu) - 1 if leave_one_out else len(mu))
 
 
 def _log_prior(z: np.ndarray) -> np.ndarray:
@@ -100,15 +110,17 @@ def hole_fraction(samples, mu, logvar=None, quantile: float = 0.01, seed: int = 
     """Share of ``samples`` (M, z_dim) where q(z) is below its ``quantile`` over the z the decoder was trained on.
 
     With the default 0.01: below the density that 99% of the encoded z-points have (a VAE's: one
-    z ~ q(z | x) per image). ``logvar`` None: an AE, q(z) its z-points smoothed by
-    :func:`scott_bandwidth`, the reference its z-points themselves.
+    z ~ q(z | x) per image, scored like any new z). ``logvar`` None: an AE, q(z) its z-points
+    smoothed by :func:`scott_bandwidth`, the reference its z-points themselves, each scored by the
+    other points' kernels (leave-one-out: a new z has no kernel of its own either).
     """
     mu = np.asarray(mu, dtype=np.float64)
     if logvar is None:  # an AE decodes its z-points themselves: they are the reference
         logvar = np.full_like(mu, 2.0 * math.log(scott_bandwidth(mu)))
-        z = mu
+        reference = aggregate_log_density(mu, mu, logvar, leave_one_out=True)
     else:  # a VAE decodes z ~ q(z | x)
         logvar = np.asarray(logvar, dtype=np.float64)
         z = mu + np.exp(0.5 * logvar) * np.random.default_rng(seed).standard_normal(mu.shape)
-    threshold = np.quantile(aggregate_log_density(z, mu, logvar), quantile)
+        reference = aggregate_log_density(z, mu, logvar)
+    threshold = np.quantile(reference, quantile)
     return float((aggregate_log_density(samples, mu, logvar) < threshold).mean())

@@ -174,8 +174,13 @@ class SampleQuality(Record):
 
 def sample_quality(real, fake, sampler: str, features: str, seed: int = 0, pr_k: int = 3,
                    dc_k: int = 5) -> SampleQuality:
-    """Every distance above between (N, D) real and (M, D) generated features."""
+    """Every distance above between (N, D) real and (M, D) generated features.
+
+    KID subsets hold 1,000 points, or half the smaller set when it has fewer than 2,000: subsets as
+    large as the set would all be the whole set, and their std 0.
+    """
     real, fake = _pair(real, fake)
-    kid, kid_std = kernel_distance(real, fake, seed=seed)
+    kid, kid_std = kernel_distance(real, fake, subset_size=min(1000, max(2, min(len(real), len(fake)) // 2)),
+                                   seed=seed)
     return SampleQuality(sampler, features, len(real), len(fake), frechet_distance(real, fake), kid, kid_std,
                          **_manifold(real, fake, pr_k, dc_k))

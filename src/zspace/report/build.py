@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,15 +131,32 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     for r in runs:
         e = r.evaluation
         if e is not None:
-            lik, surgery, reco = e.likelihood, e.prior.surgery, e.reconstruction
+            lik, surgery, reco, holes = e.likelihood, e.prior.surgery, e.reconstruction, e.prior.hole_fraction
             rows.append([r.name, _f(lik.nll) if lik else "-", _f(lik.elbo) if lik else "-",
                          _f(lik.bits_per_dim) if lik else "-", _f(surgery.mutual_information),
-                         _f(surgery.marginal_kl), _f(e.prior.hole_fraction["normal"]), _f(reco.loss_per_image),
-                         _f(reco.psnr), _f(reco.ssim)])
+                         _f(surgery.marginal_kl), _f(holes["normal"]), _f(holes["gmm"]) if "gmm" in holes else "-",
+                         _f(reco.loss_per_image), _f(reco.psnr), _f(reco.ssim)])
     if rows:
         tables["Evaluation"] = (["run", "NLL (nats)", "ELBO", "bits/dim", "I(x;z)", "marginal KL",
-                                 "holes under N(0,I)", "reco loss / image", "PSNR (dB)", "SSIM"], rows)
+                                 "holes under N(0,I)", "holes under GMM", "reco loss / image", "PSNR (dB)", "SSIM"],
+                                rows)
+    for label in dict.fromkeys(q.features for r in runs if r.evaluation for q in r.evaluation.samples):
+        rows = [[r.name, q.sampler, _f(q.fd), f"{_f(q.kid)} ± {_f(q.kid_std)}", _f(q.precision), _f(q.recall),
+                 _f(q.density), _f(q.coverage), _f(r.evaluation.prior.hole_fraction.get(q.sampler, math.nan)),
+                 str(q.n_fake)]
+                for r in runs if r.evaluation for q in sorted(r.evaluation.samples, key=_sampler_order)
+                if q.features == label]
+        tables[f"Sample quality ({label})"] = (["run", "sampler", label, "KID", "precision", "recall", "density",
+                                               "coverage", "hole fraction", "images"], rows)
     return tables
+
+
+def _sampler_order(q) -> tuple:
+    """normal, gmm, second_stage, then the uniform series by r."""
+    fixed = ("normal", "gmm", "second_stage")
+    if q.sampler in fixed:
+        return (fixed.index(q.sampler), 0.0)
+    return (len(fixed), float(q.sampler.partition("_")[2]) if q.sampler.startswith("uniform_") else math.inf)
 
 
 def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
@@ -154,14 +172,27 @@ def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
     inertia = [(n, a.inertia.ks, a.inertia.mean, a.inertia.std, a.inertia.elbow_k) for n, a in s if a.inertia]
     if inertia:
         figures["inertia"] = plots.plot_inertia_curves(inertia)
-    holes = [(r.name, r.evaluation.prior.hole_fraction) for r in runs if r.evaluation is not None]
-    if holes:
-        figures["holes"] = plots.plot_hole_fractions(holes)
+    evaluated = [r for r in runs if r.evaluation is not None]
+    if evaluated:
+        figures["holes"] = plots.plot_holes_and_distances(
+            [(r.name, r.evaluation.prior.hole_fraction, _distances(r.evaluation)) for r in evaluated],
+            _distances_label(evaluated))
     vaes = [(n, a.internals) for n, a in s if a.internals is not None]
     if vaes:
         figures["logvar"] = plots.plot_logvar_counts([(n, i.logvar_counts, i.logvar_edges) for n, i in vaes])
         figures["kl_per_dim"] = plots.plot_kl_per_dim([(n, i.kl_per_dim) for n, i in vaes])
     return {name: plots.figure_png(fig) for name, fig in figures.items()}
+
+
+def _distances_label(runs: list[RunReport]) -> str:
+    """The feature space of the FD-vs-r panel: the first one any evaluated run has."""
+    return next((q.features for r in runs for q in r.evaluation.samples), "")
+
+
+def _distances(evaluation) -> dict[str, float]:
+    """{sampler: FD} in the evaluation's first feature space."""
+    first = evaluation.samples[0].features if evaluation.samples else None
+    return {q.sampler: q.fd for q in evaluation.samples if q.features == first}
 
 
 def projection_figures(run: RunReport) -> dict[str, bytes]:
@@ -261,8 +292,10 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
     section("Runs", table("Final losses (per image; BCE in nats)"))
     section("Training curves", figure("losses", "total, reconstruction and KL loss per epoch (dashed: validation)")
             if "losses" in saved else "<p>No history.</p>")
-    section("Evaluation", table("Evaluation") + figure("holes", "hole fraction of the uniform samplers U[-r, r] "
-                                                                 "against r (dotted: N(0, I))")
+    quality = "".join(f"<h3>{html.escape(t)}</h3>" + table(t) for t in tables if t.startswith("Sample quality"))
+    section("Evaluation", table("Evaluation") + quality
+            + figure("holes", "uniform samplers U[-r, r]: share of z in holes of q(z) and distance of the decoded "
+                              "images to real ones, against r (dotted: N(0, I), dashed: GMM)")
             if "Evaluation" in tables else "<p>No run has been evaluated (<code>zspace evaluate RUN</code>).</p>")
     section("Radius", table("Radius of the z-points") + figure("radius", "radius histogram of the z-points"))
     section("Per-axis distributions", table("Per-axis statistics") + figure("axes", "distribution of selected axes"))

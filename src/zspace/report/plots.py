@@ -164,16 +164,30 @@ def plot_kl_per_dim(series) -> Figure:
 
 
 
-def plot_hole_fractions(series) -> Figure:
-    """series: [(label, {"normal": f, "uniform_<r>": f, ...})]: hole fraction against r, N(0, I) dotted."""
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    for label, fractions in series:
-        uniform = sorted((float(k.partition("_")[2]), v) for k, v in fractions.items() if k.startswith("uniform_"))
-        line, = ax.plot([r for r, _ in uniform], [v for _, v in uniform], "o-", ms=3, label=label)
-        if "normal" in fractions:
-            ax.axhline(fractions["normal"], ls=":", color=line.get_color())
-    ax.set_xlabel("half-width r of U[-r, r]^z_dim")
-    ax.set_ylabel("share of z in holes of q(z)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+def plot_holes_and_distances(series, distance_label: str = "") -> Figure:
+    """Hole fraction and (right panel, when any run has one) sample distance against r of the uniform series.
+
+    series: [(label, {"normal": f, "uniform_<r>": f, "gmm": f, ...} hole fractions, {sampler: distance})];
+    N(0, I) dotted and the GMM dashed at their own values.
+    """
+    with_distances = any(distances for _, _, distances in series)
+    fig, axes = plt.subplots(1, 2 if with_distances else 1, figsize=(11 if with_distances else 7, 3.4), squeeze=False)
+    panels = [(axes[0, 0], 1, "share of z in holes of q(z)")]
+    if with_distances:
+        panels.append((axes[0, 1], 2, f"{distance_label} of decoded images"))
+    for ax, column, ylabel in panels:
+        for item in series:
+            label, values = item[0], item[column]
+            uniform = sorted((float(k.partition("_")[2]), v) for k, v in values.items() if k.startswith("uniform_"))
+            line, = ax.plot([r for r, _ in uniform], [v for _, v in uniform], "o-", ms=3, label=label)
+            for sampler, style in (("normal", ":"), ("gmm", "--")):
+                if sampler in values:
+                    ax.axhline(values[sampler], ls=style, lw=1, color=line.get_color())
+        ax.set_xlabel("half-width r of U[-r, r]^z_dim")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylim(-0.02, 1.02)
+    if with_distances:
+        axes[0, 1].set_yscale("log")
+    fig.tight_layout()
     return fig
