@@ -1,7 +1,7 @@
 """Evaluation: numbers for generative quality (so far: likelihood, holes in the prior, sample-quality distances)."""
 
 from zspace.evaluation.likelihood import Likelihood, importance_log_likelihood, run_likelihood
-from zspace.evaluation.prior import PriorSurgery, aggregate_log_density, elbo_surgery, hole_fraction
+from zspace.evaluation.prior import PriorSurgery, aggregate_log_density, elbo_surgery, hole_fraction, hole_fractions
 
 from zspace.evaluation.sample_quality import (
     SampleQuality,
@@ -19,6 +19,7 @@ __all__ = [
     "aggregate_log_density",
     "elbo_surgery",
     "hole_fraction",
+    "hole_fractions",
     "Likelihood",
     "importance_log_likelihood",
     "run_likelihood",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from zspace.config_fields import Config, check, config_field, each, non_empty, positive
 from zspace.evaluation.likelihood import Likelihood, bernoulli_log_likelihood, gaussian_log_likelihood, run_likelihood
-from zspace.evaluation.prior import PriorSurgery, elbo_surgery, hole_fraction
+from zspace.evaluation.prior import PriorSurgery, elbo_surgery, hole_fractions
 from zspace.errors import RunError
 from zspace.evaluation.features import FeatureSpace
 from zspace.evaluation.sample_quality import SampleQuality, sample_quality
@@ -197,12 +198,32 @@ def _feature_extractors(run: Run, c: EvaluationConfig, notes: list[str]) -> list
     return extractors
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], part: str):
+    start = time.perf_counter()
+    yield
+    seconds[part] = round(time.perf_counter() - start, 3)
+
+
+def _sample_quality(model, extractors: list, real_images: np.ndarray, latent: dict[str, np.ndarray],
+                    c: EvaluationConfig) -> list[SampleQuality]:
+    """One record per compared sampler and feature space: its decoded z against ``real_images``."""
+    real = [extractor.features(real_images) for extractor in extractors]
+    compared = [(name, z) for name, z in latent.items() if _family(name) in c.samplers]
+    records = []
+    for name, z in tqdm(compared, desc="samplers", unit="sampler", disable=None if c.progress else True, leave=False):
+        images = model.decode(z[:len(real_images)])
+        for extractor, real_features in zip(extractors, real):
+            records.append(sample_quality(real_features, extractor.features(images), name, extractor.space.label,
+                                          seed=c.seed))
+    return records
+
+
 def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig()) -> Evaluation:
     """Evaluates a run on its validation images and saves the result (evaluation.json) in the run."""
     from zspace.analysis.encoding import encode_images
 
-    run = Run.of(run)
-    c = config
+    run, c = Run.of(run), config
     seconds: dict[str, float] = {}
     notes: list[str] = []
     n_val = len(run.split.x_val)
@@ -212,49 +233,34 @@ def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(
     if c.samplers and c.features and n_samples < _MIN_SAMPLE_IMAGES:
         raise RunError(f"{run.root}: sample quality needs at least {_MIN_SAMPLE_IMAGES} real and generated images; "
                        f"sample_images gives {n_samples} (validation split: {n_val}).")
+    task = run.config.train.task
 
-    start = time.perf_counter()
-    targets = run.validation_images(max(n, n_samples))
-    model = run.reset_noise()
-    codes = encode_images(model, targets[:n], task=run.config.train.task)  # one encoding for both parts
-    reconstruction = reconstruction_quality(targets[:n], model.decode(codes["z"]), run.config.model.reconstruction_loss)
-    seconds["reconstruction"] = round(time.perf_counter() - start, 3)
-
-    start = time.perf_counter()
-    likelihood = run_likelihood(run, n_nll, c.k, c.seed, progress=c.progress)
-    if likelihood is None:
-        notes.append("likelihood: an AE has none (no q(z|x) to sample from); NLL and ELBO are left out.")
-    seconds["likelihood"] = round(time.perf_counter() - start, 3)
-
-    start = time.perf_counter()
-    model = run.reset_noise()
-    z_train = None
-    if {"gmm", "second_stage"} & set(c.samplers):
-        fit_points = min(c.fit_images or len(run.split.x_train), len(run.split.x_train))
-        z_train = encode_images(model, run.split.x_train[:fit_points], task=run.config.train.task)["z"]
-    latent, about = _latent_samplers(c, codes["z"].shape[1], max(c.hole_samples, n_samples), z_train)
-    seconds["samplers"] = round(time.perf_counter() - start, 3)
-
-    start = time.perf_counter()
-    mu, logvar = codes.get("mu", codes["z"]), codes.get("logvar")
-    prior = PriorHoles(elbo_surgery(mu, logvar, c.seed), {name: hole_fraction(z[:c.hole_samples], mu, logvar,
-                                                                             seed=c.seed) for name, z in latent.items()})
-    seconds["prior"] = round(time.perf_counter() - start, 3)
-
-    start = time.perf_counter()
-    samples: list[SampleQuality] = []
-    extractors = _feature_extractors(run, c, notes) if c.samplers else []
-    seconds["feature_network"] = round(time.perf_counter() - start, 3)
-    start = time.perf_counter()
-    real = [extractor.features(targets[:n_samples]) for extractor in extractors]
-    compared = [(name, z) for name, z in latent.items() if _family(name) in c.samplers]
-    bar = tqdm(compared, desc="samplers", unit="sampler", disable=None if c.progress else True, leave=False)
-    for name, z in bar:
-        images = model.decode(z[:n_samples])
-        for extractor, real_features in zip(extractors, real):
-            samples.append(sample_quality(real_features, extractor.features(images), name, extractor.space.label,
+    with _timed(seconds, "reconstruction"):
+        targets = run.validation_images(max(n, n_samples))
+        model = run.reset_noise()
+        codes = encode_images(model, targets[:n], task=task)  # one encoding for this part and the prior's
+        reconstruction = reconstruction_quality(targets[:n], model.decode(codes["z"]),
+                                                run.config.model.reconstruction_loss)
+    with _timed(seconds, "likelihood"):
+        likelihood = run_likelihood(run, n_nll, c.k, c.seed, progress=c.progress)
+        if likelihood is None:
+            notes.append("likelihood: an AE has none (no q(z|x) to sample from); NLL and ELBO are left out.")
+    with _timed(seconds, "samplers"):
+        model = run.reset_noise()
+        z_train = None
+        if {"gmm", "second_stage"} & set(c.samplers):
+            x_train = run.split.x_train
+            z_train = encode_images(model, x_train[:min(c.fit_images or len(x_train), len(x_train))], task=task)["z"]
+        latent, about = _latent_samplers(c, codes["z"].shape[1], max(c.hole_samples, n_samples), z_train)
+    with _timed(seconds, "prior"):
+        mu, logvar = codes.get("mu", codes["z"]), codes.get("logvar")
+        prior = PriorHoles(elbo_surgery(mu, logvar, c.seed),
+                           hole_fractions({name: z[:c.hole_samples] for name, z in latent.items()}, mu, logvar,
                                           seed=c.seed))
-    seconds["samples"] = round(time.perf_counter() - start, 3)
+    with _timed(seconds, "feature_network"):
+        extractors = _feature_extractors(run, c, notes) if c.samplers else []
+    with _timed(seconds, "samples"):
+        samples = _sample_quality(model, extractors, targets[:n_samples], latent, c)
     evaluation = Evaluation(c, run.config.model.kind, reconstruction, prior, seconds, likelihood, tuple(samples),
                             {e.space.label: e.space for e in extractors}, about, tuple(notes))
     run.save_evaluation(evaluation)

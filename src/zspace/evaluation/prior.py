@@ -19,7 +19,8 @@ import numpy as np
 
 from zspace.records import Record
 
-__all__ = ["aggregate_log_density", "elbo_surgery", "hole_fraction", "scott_bandwidth", "PriorSurgery"]
+__all__ = ["aggregate_log_density", "elbo_surgery", "hole_fraction", "hole_fractions", "scott_bandwidth",
+           "PriorSurgery"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _BLOCK = 1024  # rows of a (block, N) log-density matrix
@@ -106,8 +107,10 @@ def elbo_surgery(mu, logvar=None, seed: int = 0) -> PriorSurgery:
                         float(information.std(ddof=1) / math.sqrt(len(mu))), len(mu), bandwidth)
 
 
-def hole_fraction(samples, mu, logvar=None, quantile: float = 0.01, seed: int = 0) -> float:
-    """Share of ``samples`` (M, z_dim) where q(z) is below its ``quantile`` over the z the decoder was trained on.
+def hole_fractions(samplers: dict[str, np.ndarray], mu, logvar=None, quantile: float = 0.01,
+                   seed: int = 0) -> dict[str, float]:
+    """{name: share of that sampler's (M, z_dim) z where q(z) is below its ``quantile`` over the z the
+    decoder was trained on}; the reference density is computed once for all samplers.
 
     With the default 0.01: below the density that 99% of the encoded z-points have (a VAE's: one
     z ~ q(z | x) per image, scored like any new z). ``logvar`` None: an AE, q(z) its z-points
@@ -123,4 +126,9 @@ def hole_fraction(samples, mu, logvar=None, quantile: float = 0.01, seed: int = 
         z = mu + np.exp(0.5 * logvar) * np.random.default_rng(seed).standard_normal(mu.shape)
         reference = aggregate_log_density(z, mu, logvar)
     threshold = np.quantile(reference, quantile)
-    return float((aggregate_log_density(samples, mu, logvar) < threshold).mean())
+    return {name: float((aggregate_log_density(z, mu, logvar) < threshold).mean()) for name, z in samplers.items()}
+
+
+def hole_fraction(samples, mu, logvar=None, quantile: float = 0.01, seed: int = 0) -> float:
+    """:func:`hole_fractions` of one sampler's (M, z_dim) ``samples``."""
+    return hole_fractions({"samples": samples}, mu, logvar, quantile, seed)["samples"]
