@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -234,7 +235,8 @@ def _train(dataset: Dataset, fingerprint: str, seed: int, progress: bool) -> tup
     learning_rate = keras.optimizers.schedules.CosineDecay(_LEARNING_RATE, decay_steps=len(batches))
     network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     # all epochs in one pass of `batches`; Keras' own shuffle (unseeded) would mix the batch order
-    network.fit(batches, epochs=1, shuffle=False, verbose=1 if progress else 0)
+    # a live bar on a terminal; in a log file one line at the end, not one per refresh
+    network.fit(batches, epochs=1, shuffle=False, verbose=(1 if sys.stdout.isatty() else 2) if progress else 0)
     logits = _logits(network, split.x_val, test_rows)
     if by_labels:
         accuracy = float(np.mean(logits.argmax(1) == held_out[test_rows]))
