@@ -42,12 +42,14 @@ def decoder_flops_per_image(config: ModelConfig) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=None, help="decoder batch (default: the library's)")
     args = parser.parse_args()
     n, k = (100 if args.quick else 1000), 1000
     model = build_model(ModelConfig(), seed=0)
     images = np.random.default_rng(0).random((n, 28, 28, 1)).astype(np.float32)
     codes = model.encode(images)
-    log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli")
+    batch = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli", **batch)
     log_p_x_given_z(images[:1], np.zeros((1, model.model_config.z_dim), np.float32))  # trace once
 
     start = time.perf_counter()
