@@ -6,8 +6,12 @@
   the density that 99% of the encoded points have: the chance of decoding from a hole.
 
 q(z) of N encoded images is the mixture of their N Gaussians q(z | x_i). An AE has no q(z | x):
-its z-points become Gaussians of one bandwidth h in every direction (Scott's rule:
-h = mean per-axis std * N^(-1 / (z_dim + 4))), so the same formulas apply.
+its z-points become isotropic Gaussians whose width follows the local spacing of the points
+(:func:`knn_bandwidths`: h_i = distance to the 5th nearest other point / sqrt(z_dim), the
+sample-point adaptive kernel estimate of Breiman, Meisel & Purcell 1977), so the same formulas
+apply. One global width (Scott's rule) over-smooths a shell-shaped AE cloud into one blob whose
+centre is its densest place: on the Fashion-MNIST AE, 0.1% of z ~ N(0, I) fell in its holes but
+1.2% of fresh training z-points did; with the adaptive widths 11% and 1.3%.
 """
 
 from __future__ import annotations
@@ -17,19 +21,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zspace.evaluation.sample_quality import kth_neighbour_radii
 from zspace.records import Record
 
-__all__ = ["aggregate_log_density", "elbo_surgery", "hole_fraction", "hole_fractions", "scott_bandwidth",
+__all__ = ["aggregate_log_density", "elbo_surgery", "hole_fraction", "hole_fractions", "knn_bandwidths",
            "PriorSurgery"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _BLOCK = 1024  # rows of a (block, N) log-density matrix
 
 
-def scott_bandwidth(z) -> float:
-    """Scott's rule for a Gaussian kernel in z_dim dimensions: mean per-axis std * N^(-1 / (z_dim + 4))."""
+AE_NEIGHBOUR = 5  # k of the AE's adaptive kernel widths
+
+
+def knn_bandwidths(z, k: int = AE_NEIGHBOUR) -> np.ndarray:
+    """(N,) kernel width h_i of each of the (N, z_dim) points: its distance to the k-th nearest other
+    point over sqrt(z_dim), so a kernel's typical radius h_i sqrt(z_dim) reaches that neighbour.
+
+    Widths are floored at 1e-6 of the points' mean per-axis std (duplicate points have distance 0).
+    """
     z = np.asarray(z, dtype=np.float64)
-    return float(z.std(0).mean() * len(z) ** (-1.0 / (z.shape[1] + 4)))
+    if z.ndim != 2 or len(z) <= k:
+        raise ValueError(f"`z` must be (N, z_dim) with N > k = {k} points. Received shape {z.shape}")
+    h = kth_neighbour_radii(z, k) / math.sqrt(z.shape[1])
+    return np.maximum(h, 1e-6 * max(float(z.std(0).mean()), 1e-12))
+
+
+def _ae_logvar(z: np.ndarray) -> np.ndarray:
+    """(N, z_dim) log-variances of an AE's z-points read as Gaussians of :func:`knn_bandwidths`."""
+    return np.repeat(2.0 * np.log(knn_bandwidths(z))[:, None], z.shape[1], axis=1)
 
 
 def aggregate_log_density(points, mu, logvar, leave_one_out: bool = False) -> np.ndarray:
@@ -74,7 +94,7 @@ class PriorSurgery(Record):
             image, log q(z_i) the mixture over all N images (at most log N with this estimator).
         marginal_kl: KL(q(z) || p(z)) = average_kl - mutual_information.
         marginal_kl_std_error: standard error of both (the Monte Carlo part, over the N images).
-        n_points: N. bandwidth: the AE's kernel width h, None for a VAE.
+        n_points: N. bandwidth: the median of the AE's adaptive kernel widths h_i, None for a VAE.
     """
 
     average_kl: float
@@ -94,8 +114,8 @@ def elbo_surgery(mu, logvar=None, seed: int = 0) -> PriorSurgery:
     mu = np.asarray(mu, dtype=np.float64)
     bandwidth = None
     if logvar is None:
-        bandwidth = scott_bandwidth(mu)
-        logvar = np.full_like(mu, 2.0 * math.log(bandwidth))
+        logvar = _ae_logvar(mu)
+        bandwidth = float(np.median(np.exp(0.5 * logvar[:, 0])))
     logvar = np.asarray(logvar, dtype=np.float64)
     eps = np.random.default_rng(seed).standard_normal(mu.shape)
     z = mu + np.exp(0.5 * logvar) * eps
@@ -114,12 +134,12 @@ def hole_fractions(samplers: dict[str, np.ndarray], mu, logvar=None, quantile: f
 
     With the default 0.01: below the density that 99% of the encoded z-points have (a VAE's: one
     z ~ q(z | x) per image, scored like any new z). ``logvar`` None: an AE, q(z) its z-points
-    smoothed by :func:`scott_bandwidth`, the reference its z-points themselves, each scored by the
+    smoothed by :func:`knn_bandwidths`, the reference its z-points themselves, each scored by the
     other points' kernels (leave-one-out: a new z has no kernel of its own either).
     """
     mu = np.asarray(mu, dtype=np.float64)
     if logvar is None:  # an AE decodes its z-points themselves: they are the reference
-        logvar = np.full_like(mu, 2.0 * math.log(scott_bandwidth(mu)))
+        logvar = _ae_logvar(mu)
         reference = aggregate_log_density(mu, mu, logvar, leave_one_out=True)
     else:  # a VAE decodes z ~ q(z | x)
         logvar = np.asarray(logvar, dtype=np.float64)
