@@ -78,7 +78,7 @@ def test_trained_network_beats_chance_on_held_out_digits(trained):
     assert space.label == "FD-domain" and space.trained_on == "labels"
     assert space.held_out_accuracy > 0.8  # chance: 0.1
     assert (space.n_train, space.n_test) == (1617, 180)  # digits has no test split: a 10% hold-out
-    assert space.path.startswith(str(cache_dir)) and space.path.endswith(".keras")
+    assert space.path.startswith(str(cache_dir)) and space.path.endswith(".weights.npz")
     assert FeatureSpace.from_json(json.loads(json.dumps(space.to_json()))) == space
 
 
@@ -101,7 +101,7 @@ def test_second_call_loads_the_cache_without_training(trained, digits, monkeypat
 
 
 def _truncate_model(folder):
-    path = folder / "domain-network.keras"
+    path = folder / "domain-network.weights.npz"
     path.write_bytes(path.read_bytes()[:1000])
 
 
@@ -120,11 +120,40 @@ def _other_fingerprint(folder):
 
 
 def _swapped_model(folder):
-    # a valid .keras file, but not the one the record describes
-    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()]).save(folder / "domain-network.keras")
+    # a valid weights file, but not the one the record describes
+    np.savez(folder / "domain-network.weights.npz", np.zeros((3, 3, 1, 32), np.float32))
 
 
-@pytest.mark.parametrize("damage", [_truncate_model, _garbage_record, _huge_record, _other_fingerprint, _swapped_model])
+def _bomb_with_a_matching_record(folder):
+    """Whoever writes the record can also write the sha256 of a hostile weights file: an array header
+    declaring 10^12 floats must be refused from its header, before anything is allocated."""
+    path = folder / "domain-network.weights.npz"
+    arrays = dict(np.load(path))
+    header = np.lib.format.header_data_from_array_1_0(arrays["arr_0"])
+    header["shape"] = (10**6, 10**6)
+    import io
+    import zipfile
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            if name == "arr_0":
+                np.lib.format.write_array_header_1_0(buffer, header)
+                buffer.write(array.tobytes())
+            else:
+                np.lib.format.write_array(buffer, array)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+    record_path = folder / "domain-network.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "model_sha256": features_module._sha256(path)}))
+
+
+def _huge_head(folder):
+    record_path = folder / "domain-network.json"
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "n_outputs": 4_000_000}))
+
+
+@pytest.mark.parametrize("damage", [_truncate_model, _garbage_record, _huge_record, _other_fingerprint, _swapped_model,
+                                    _bomb_with_a_matching_record, _huge_head])
 def test_untrusted_cache_warns_and_retrains(trained, digits, tmp_path, monkeypatch, caplog, quick_training, damage):
     cache_dir = tmp_path / "cache"
     shutil.copytree(trained[0], cache_dir)
@@ -167,7 +196,7 @@ def test_prepared_cache_keeps_its_network_beside_the_images(tmp_path, monkeypatc
     dataset = load_dataset(f"cache:{folder}")
     assert isinstance(dataset.x_train, ShardedImages)
     extractor = domain_network(dataset, progress=False)
-    assert extractor.space.path == str(folder / "features" / "domain-network.keras")
+    assert extractor.space.path == str(folder / "features" / "domain-network.weights.npz")
     assert extractor.features(dataset.x_test).shape == (len(dataset.x_test), FEATURE_DIM)
     monkeypatch.setattr(features_module, "_train", _no_training)
     domain_network(dataset, progress=False)

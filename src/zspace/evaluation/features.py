@@ -41,21 +41,23 @@ import numpy as np
 from zspace.data.cache import MANIFEST
 from zspace.data.datasets import Dataset, keras_cache_dir, train_validation_split
 from zspace.errors import CacheDirError, DataError, ModelFileError
-from zspace.models.saving import load_model, save_model
 from zspace.records import Record
-from zspace.storage import atomic_write_text
+from zspace.storage import atomic_path, atomic_write_text
 
 __all__ = ["FeatureSpace", "FeatureExtractor", "domain_network", "inception_network", "INCEPTION_WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE_VERSION = 1  # part of every fingerprint: a changed network never reuses an old cache
+ARCHITECTURE_VERSION = 2  # part of every fingerprint: a changed network never reuses an old cache
 FEATURE_DIM = 128
 NETWORK_DESCRIPTION = "conv 32/64/128 (3x3, stride 2), global average pool, dense 128 'features'"
 # The file keras.applications.InceptionV3(include_top=False) looks for in <KERAS_HOME>/models.
 INCEPTION_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 INCEPTION_SIZE = 299
-_NETWORK_FILE, _RECORD_FILE = "domain-network.keras", "domain-network.json"
+# Only the weights are cached (arrays in an .npz): the architecture always comes from this code, so a
+# tampered file cannot declare layers (and allocations) of its choosing.
+_NETWORK_FILE, _RECORD_FILE = "domain-network.weights.npz", "domain-network.json"
+_MAX_OUTPUTS = 10_000  # classes or attributes a cached head may declare
 _MAX_RECORD_BYTES = 2**20
 _HOLD_OUT = 0.1  # fraction of the training split held out when the dataset has no test split
 _BATCH_SIZE = 128
@@ -98,6 +100,7 @@ class _CachedNetwork(Record):
     fingerprint: str
     input_shape: tuple[int, int, int]
     trained_on: Literal["labels", "attributes"]
+    n_outputs: int
     held_out_accuracy: float
     n_train: int
     n_test: int
@@ -244,7 +247,7 @@ def _train(dataset: Dataset, fingerprint: str, seed: int, progress: bool) -> tup
         targets = held_out[test_rows]
         accuracy = float(np.mean(((logits > 0) == (targets > 0))[targets != 0]))
     record = _CachedNetwork(fingerprint, tuple(dataset.image_shape), "labels" if by_labels else "attributes",
-                            accuracy, len(train_rows), len(test_rows), FEATURE_DIM,
+                            n_outputs, accuracy, len(train_rows), len(test_rows), FEATURE_DIM,
                             time.perf_counter() - start_time, model_sha256="")
     return network, record
 
@@ -282,10 +285,36 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _read_weights(path: Path, expected: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """The arrays of a weights .npz, each header checked against the expected float32 shapes before
+    any array is read: a hostile file cannot make us allocate more than the network's own size."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = [f"arr_{i}.npy" for i in range(len(expected))]
+        if sorted(archive.namelist()) != sorted(names):
+            raise ValueError(f"{path.name} holds {len(archive.namelist())} members; expected {len(expected)} arrays")
+        arrays = []
+        for name, shape in zip(names, expected):
+            with archive.open(name) as member:
+                major, _ = np.lib.format.read_magic(member)
+                if major not in (1, 2):
+                    raise ValueError(f"{path.name}: {name} has .npy format version {major}; expected 1 or 2")
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                header_shape, fortran, dtype = read_header(member)
+                if tuple(header_shape) != shape or dtype != np.float32 or fortran:
+                    raise ValueError(f"{path.name}: {name} is {dtype} {header_shape}; expected float32 {shape}")
+                data = member.read(4 * math.prod(shape) + 1)
+                if len(data) != 4 * math.prod(shape):
+                    raise ValueError(f"{path.name}: {name} has {len(data)} bytes; expected {4 * math.prod(shape)}")
+                arrays.append(np.frombuffer(data, np.float32).reshape(shape))
+    return arrays
+
+
 def _load_cached(folder: Path, fingerprint: str,
-                 image_shape: tuple[int, ...]) -> tuple[keras.Model, _CachedNetwork] | None:
+                 image_shape: tuple[int, ...], seed: int) -> tuple[keras.Model, _CachedNetwork] | None:
     """The cached network and its record, or None (with a warning naming the file) unless every check passes."""
-    record_path, model_path = folder / _RECORD_FILE, folder / _NETWORK_FILE
+    record_path, weights_path = folder / _RECORD_FILE, folder / _NETWORK_FILE
     if not record_path.exists():
         return None
     try:
@@ -297,13 +326,14 @@ def _load_cached(folder: Path, fingerprint: str,
                              f"expected {fingerprint}, {tuple(image_shape)})")
         if not 0.0 <= record.held_out_accuracy <= 1.0 or record.dim != FEATURE_DIM:
             raise ValueError(f"accuracy {record.held_out_accuracy} or dim {record.dim} out of range")
-        if _sha256(model_path) != record.model_sha256:
-            raise ValueError(f"{model_path.name} is not the file this record describes (changed or truncated)")
-        network = load_model(model_path)
-        if tuple(network.input_shape[1:]) != tuple(image_shape) or network.get_layer("features").units != FEATURE_DIM:
-            raise ValueError(f"{model_path.name} does not have the expected input or 'features' layer")
-    except (OSError, ValueError, TypeError, KeyError, ModelFileError) as exc:
-        logger.warning("%s: feature-network cache not trusted (%s); retraining it.", record_path, exc)
+        if not 1 <= record.n_outputs <= _MAX_OUTPUTS:
+            raise ValueError(f"n_outputs {record.n_outputs} outside [1, {_MAX_OUTPUTS}]")
+        if _sha256(weights_path) != record.model_sha256:
+            raise ValueError(f"{weights_path.name} is not the file this record describes (changed or truncated)")
+        network = _build_network(image_shape, record.n_outputs, seed)
+        network.set_weights(_read_weights(weights_path, [tuple(w.shape) for w in network.weights]))
+    except (OSError, ValueError, TypeError, KeyError, ArithmeticError, RecursionError, EOFError) as exc:
+        logger.warning("%s: feature-network cache not trusted (%s); retraining it.", record_path, str(exc)[:300])
         return None
     return network, record
 
@@ -315,13 +345,15 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as exc:
         raise CacheDirError(f"cannot write the feature-network cache folder {folder} ({exc.strerror or exc}); "
-                            f"pass cache_dir= a writable folder to keep it elsewhere.") from None
+                            f"choose another with --set features_dir=DIR (Python: cache_dir=).") from None
 
 
 def _save(folder: Path, network: keras.Model, record: _CachedNetwork) -> _CachedNetwork:
     """Model first, JSON last (with the model's sha256): a crash in between leaves no valid pair."""
     (folder / _RECORD_FILE).unlink(missing_ok=True)
-    save_model(network, folder / _NETWORK_FILE)
+    with atomic_path(folder / _NETWORK_FILE) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, *[np.asarray(w, np.float32) for w in network.get_weights()])
     record = dataclasses.replace(record, model_sha256=_sha256(folder / _NETWORK_FILE))
     atomic_write_text(folder / _RECORD_FILE, json.dumps(record.to_json(), indent=2, allow_nan=False))
     return record
@@ -355,7 +387,7 @@ def domain_network(dataset: Dataset, cache_dir: str | Path | None = None, seed: 
         return FeatureExtractor(_feature_model(network), space, image_shape, progress)
     fingerprint = dataset_fingerprint(dataset, seed)
     folder = _cache_folder(dataset, fingerprint, cache_dir)
-    cached = _load_cached(folder, fingerprint, image_shape)
+    cached = _load_cached(folder, fingerprint, image_shape, seed)
     if cached is None:
         _check_writable(folder)  # before training, not after minutes of it
         network, record = _train(dataset, fingerprint, seed, progress)
