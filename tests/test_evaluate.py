@@ -59,11 +59,17 @@ def test_sample_quality_of_every_sampler_in_the_domain_feature_space(runs):
 
 
 def test_the_same_seed_gives_the_same_numbers(runs):
+    """Same settings: the same evaluation; more hole samples: the same sample distances (own streams)."""
     ae, _ = runs
-    settings = [*FAST, "--set", 'samplers=["gmm", "second_stage"]']
-    first, second = ({k: v for k, v in Run(ae).load_evaluation().to_json().items() if k != "seconds"}
-                     for _ in range(2) if runner.invoke(app, ["evaluate", str(ae), *settings]).exit_code == 0)
-    assert first == second and len(first["samples"]) == 2
+    settings = [*FAST, "--set", 'samplers=["uniform", "gmm"]']
+
+    def evaluated(*extra):
+        assert runner.invoke(app, ["evaluate", str(ae), *settings, *extra]).exit_code == 0
+        return {k: v for k, v in Run(ae).load_evaluation().to_json().items() if k not in ("seconds", "config")}
+
+    first, more_holes, again = evaluated(), evaluated("--set", "hole_samples=1000"), evaluated()
+    assert first == again and len(first["samples"]) == 3
+    assert more_holes["samples"] == first["samples"] and more_holes["prior"] != first["prior"]
 
 
 @pytest.mark.slow
@@ -100,7 +106,10 @@ def test_too_few_images_and_missing_inception_weights(runs):
     assert result.exit_code == 2
     assert "sample_images=5000 asks for more validation images than the run has (180)" in result.output
     result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", "sample_images=4"])
-    assert result.exit_code == 2 and "at least 10 real and generated images" in result.output
+    assert result.exit_code == 2 and "`sample_images` must be an integer in [10, 1,000,000] or 0" in result.output
+    result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", "gmm_components=900", "--set", "fit_images=500"])
+    assert result.exit_code == 2
+    assert "need at least 900 training z-points (gmm_components=900); fit_images gives 500 of 1617" in result.output
     # no Inception weights in this session's KERAS_HOME: said once, the rest is evaluated
     result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", 'features=["domain", "inception"]',
                                  "--set", 'samplers=["normal"]'])
@@ -119,10 +128,21 @@ def test_an_ae_has_no_likelihood_but_the_rest(runs):
     assert evaluation.likelihood is None and evaluation.prior.surgery.bandwidth > 0
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("k=0", "`k` must be an integer in [1, 1,000,000]. Received: k=0"),
+    ("k=1000000000000", "`k` must be an integer in [1, 1,000,000]"),
+    ("second_stage_steps=1000000000000", "`second_stage_steps` must be an integer in [1, 100,000]"),
+    ("images=1", "`images` must be an integer in [100, 10,000,000] or 0 (all)"),
+    ("limits=[1e300]", "`limits` must be half-widths in (0, 10000]"),
+    ("limits=[1, 1.0000001]", "`limits` must be distinct half-widths"),
+])
+def test_bad_settings_are_one_line_errors(runs, setting, message):
+    result = runner.invoke(app, ["evaluate", str(runs[1]), "--set", setting])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_bad_evaluation_settings_and_files(runs, tmp_path):
     _, vae = runs
-    result = runner.invoke(app, ["evaluate", str(vae), "--set", "k=0"])
-    assert result.exit_code == 2 and "`k` must be a positive integer. Received: k=0" in result.output
     bad_toml = tmp_path / "eval.toml"
     bad_toml.write_text("k = 5\nholes = 3\n")
     result = runner.invoke(app, ["evaluate", str(vae), "--config", str(bad_toml)])

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from zspace.config_fields import Config, check, config_field, each, non_empty, positive
+from zspace.config_fields import Check, Config, check, config_field, each, non_empty
 from zspace.evaluation.likelihood import Likelihood, bernoulli_log_likelihood, gaussian_log_likelihood, run_likelihood
 from zspace.evaluation.prior import PriorSurgery, elbo_surgery, hole_fractions
 from zspace.errors import RunError
@@ -42,6 +42,19 @@ _NON_NEGATIVE = check(lambda v: v >= 0, "a non-negative integer")
 SAMPLERS = ("normal", "uniform", "gmm", "second_stage")
 FEATURE_SPACES = ("domain", "inception")
 _MIN_SAMPLE_IMAGES = 10  # k-NN radii need k + 1 = 6 points; KID subsets a few more
+_MIN_IMAGES = 100  # the 1% density quantile of the hole fraction needs a point below it
+_MAX_DRAWS = 10**6  # per sampler, per image (K) and per fit: bounds memory (10^6 x z_dim float64) and time
+_MAX_LIMIT = 1e4  # U[-r, r] beyond this only overflows the float32 decoder input
+
+
+def _count(low: int, high: int, zero_means: str = "") -> Check:
+    """An integer in [low, high] (or 0 when ``zero_means`` says what 0 stands for)."""
+    text = f"an integer in [{low:,}, {high:,}]" + (f" or 0 ({zero_means})" if zero_means else "")
+    return check(lambda v: low <= v <= high or (bool(zero_means) and v == 0), text)
+
+
+def _distinct_names(limits) -> bool:
+    return len({f"{r:g}" for r in limits}) == len(limits)
 
 
 @dataclass(frozen=True)
@@ -51,30 +64,39 @@ class EvaluationConfig(Config):
     _what = "evaluation config"
 
     images: int = config_field("Validation images for the reconstruction and prior numbers (0 = all).", 0,
-                               _NON_NEGATIVE)
+                               _count(_MIN_IMAGES, 10**7, "all"))
     nll_images: int = config_field(
-        "Validation images of the importance-sampled NLL (VAE); 0 = 1,000 or all if fewer.", 0, _NON_NEGATIVE)
-    k: int = config_field("Importance samples per image of the NLL.", 1000, positive())
-    hole_samples: int = config_field("z-points drawn per sampler for the hole fraction.", 10_000, positive())
+        "Validation images of the importance-sampled NLL (VAE); 0 = 1,000 or all if fewer.", 0,
+        _count(1, 10**7, "1,000 or all if fewer"))
+    k: int = config_field("Importance samples per image of the NLL.", 1000, _count(1, _MAX_DRAWS))
+    hole_samples: int = config_field("z-points drawn per sampler for the hole fraction.", 10_000,
+                                     _count(100, _MAX_DRAWS))
     limits: tuple[float, ...] = config_field(
         "Half-widths r of the uniform samplers U[-r, r]^z_dim.", DEFAULT_LIMITS, non_empty("at least one limit"),
-        each(lambda r: math.isfinite(r) and r > 0, "positive finite half-widths"))
+        each(lambda r: math.isfinite(r) and 0 < r <= _MAX_LIMIT, f"half-widths in (0, {_MAX_LIMIT:g}]"),
+        check(_distinct_names, "distinct half-widths (as printed with %g: they name the samplers)"))
     samplers: tuple[str, ...] = config_field(
         "Samplers whose images are compared with real ones: normal, uniform (each limit), gmm, second_stage.",
         SAMPLERS, each(lambda s: s in SAMPLERS, f"names among {', '.join(SAMPLERS)}"))
     sample_images: int = config_field(
-        "Generated and real images per sampler; 0 = 10,000 or all validation images if fewer.", 0, _NON_NEGATIVE)
+        "Generated and real images per sampler; 0 = 10,000 or all validation images if fewer.", 0,
+        _count(_MIN_SAMPLE_IMAGES, _MAX_DRAWS, "10,000 or all if fewer"))
     features: tuple[str, ...] = config_field(
         'Feature spaces of the distances: "domain" (zspace\'s per-dataset network), "inception" (FID, only '
         "if its weights are in the Keras cache).", FEATURE_SPACES,
         each(lambda s: s in FEATURE_SPACES, f"names among {', '.join(FEATURE_SPACES)}"))
-    features_dir: str = config_field("Folder of the cached domain feature network; empty = beside the dataset.", "")
-    gmm_components: int = config_field("Components of the GMM sampler; 0 = chosen by BIC.", 0, _NON_NEGATIVE)
-    second_stage_steps: int = config_field("Optimizer steps of the second-stage VAE sampler.", 2000, positive())
+    features_dir: str = config_field(
+        "Folder of the cached domain feature networks; empty = a prepared cache's features/ folder, else "
+        "<KERAS_HOME>/datasets/zspace-features.", "")
+    gmm_components: int = config_field("Components of the GMM sampler; 0 = chosen by BIC.", 0,
+                                       _count(1, 1000, "chosen by BIC"))
+    second_stage_steps: int = config_field("Optimizer steps of the second-stage VAE sampler.", 2000,
+                                           _count(1, 100_000))
     fit_images: int = config_field(
         "Training images whose z-points the GMM and second-stage samplers are fitted to (0 = all).", 10_000,
-        _NON_NEGATIVE)
-    seed: int = config_field("Seed of every draw.", 0, _NON_NEGATIVE)
+        _count(_MIN_IMAGES, 10**7, "all"))
+    seed: int = config_field("Seed of every draw (and of the domain feature network: a new seed, a new network).",
+                             0, _NON_NEGATIVE)
     progress: bool = config_field("Progress bars on a terminal.", True)
 
 
@@ -159,28 +181,49 @@ def _family(sampler: str) -> str:
     return sampler.split("_")[0] if sampler.startswith("uniform_") else sampler
 
 
-def _latent_samplers(c: EvaluationConfig, z_dim: int, n: int, z_train: np.ndarray | None
-                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """{name: (n, z_dim) float32 z-points} and {name: description}: N(0, I) and each uniform always (the
-    hole fractions use them), the fitted samplers when configured (``z_train``: their training z-points)."""
+def _fit_samplers(c: EvaluationConfig, z_train: np.ndarray) -> tuple[dict, dict[str, str]]:
+    """The configured samplers fitted to (N, z_dim) training z-points ({name: sampler}, {name: description})."""
     from zspace.generation.samplers import GaussianMixtureSampler, SecondStageVAESampler
 
-    rng = np.random.default_rng(c.seed)
-    z, about = {"normal": rng.standard_normal((n, z_dim))}, {"normal": "N(0, I)"}
-    unit = rng.uniform(-1.0, 1.0, (n, z_dim))
-    for r in c.limits:
-        z[f"uniform_{r:g}"], about[f"uniform_{r:g}"] = r * unit, f"uniform in [-{r:g}, {r:g}]^{z_dim}"
+    fitted, about = {}, {}
     if "gmm" in c.samplers:
-        gmm = GaussianMixtureSampler(c.gmm_components or None, random_state=c.seed).fit(z_train)
+        fitted["gmm"] = GaussianMixtureSampler(c.gmm_components or None, random_state=c.seed).fit(z_train)
         how = "given" if c.gmm_components else "chosen by BIC"
-        z["gmm"] = gmm.sample(n)
-        about["gmm"] = (f"Gaussian mixture fitted to {len(z_train)} training z-points, {gmm.n_components_} full "
-                        f"components ({how})")
+        about["gmm"] = (f"Gaussian mixture fitted to {len(z_train)} training z-points, {fitted['gmm'].n_components_} "
+                        f"full components ({how})")
     if "second_stage" in c.samplers:
-        second_stage = SecondStageVAESampler(steps=c.second_stage_steps, random_state=c.seed).fit(z_train)
-        z["second_stage"] = second_stage.sample(n)
+        fitted["second_stage"] = SecondStageVAESampler(steps=c.second_stage_steps, random_state=c.seed).fit(z_train)
         about["second_stage"] = f"second-stage VAE (Dai & Wipf 2019) fitted to {len(z_train)} training z-points"
-    return {name: points.astype(np.float32) for name, points in z.items()}, about
+    return fitted, about
+
+
+def _draw(c: EvaluationConfig, z_dim: int, n: int, purpose: int, fitted: dict) -> dict[str, np.ndarray]:
+    """{name: (n, z_dim) float32}: N(0, I), each U[-r, r] (one set of directions for all r) and the fitted
+    samplers. Each purpose (0: holes, 1: images) has its own streams, so one part's sizes never move
+    the other's draws."""
+    z = {"normal": np.random.default_rng([c.seed, purpose, 0]).standard_normal((n, z_dim))}
+    unit = np.random.default_rng([c.seed, purpose, 1]).uniform(-1.0, 1.0, (n, z_dim))
+    z.update({f"uniform_{r:g}": r * unit for r in c.limits})
+    z.update({name: sampler.sample(n) for name, sampler in fitted.items()})
+    return {name: points.astype(np.float32) for name, points in z.items()}
+
+
+def _describe_fixed(c: EvaluationConfig, z_dim: int) -> dict[str, str]:
+    return {"normal": "N(0, I)", **{f"uniform_{r:g}": f"uniform in [-{r:g}, {r:g}]^{z_dim}" for r in c.limits}}
+
+
+def _spiky_posterior_note(mu: np.ndarray, logvar: np.ndarray | None) -> str | None:
+    """A note when a VAE's q(z|x) are far narrower than the spacing of its codes (a tiny KL weight)."""
+    from zspace.evaluation.prior import knn_bandwidths
+
+    if logvar is None:
+        return None
+    width, spacing = float(np.median(np.exp(0.5 * logvar))), float(np.median(knn_bandwidths(mu)))
+    if width >= 0.1 * spacing:
+        return None
+    return (f"prior: the posteriors are narrow spikes (median std {width:.3g} vs {spacing:.3g} between codes), so "
+            f"q(z) is near 0 between them and most z of any sampler count as holes; whether such z decode well "
+            f"is what the sample distances (FD) say.")
 
 
 def _feature_extractors(run: Run, c: EvaluationConfig, notes: list[str]) -> list:
@@ -227,6 +270,9 @@ def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(
     seconds: dict[str, float] = {}
     notes: list[str] = []
     n_val = len(run.split.x_val)
+    if n_val < _MIN_IMAGES:
+        raise RunError(f"{run.root}: evaluate needs at least {_MIN_IMAGES} validation images (the hole fraction's "
+                       f"1% density quantile); the run has {n_val}.")
     n = _size(c.images, n_val, n_val, "images", "validation images", run)
     n_nll = _size(c.nll_images, 1000, n_val, "nll_images", "validation images", run)
     n_samples = _size(c.sample_images, 10_000, n_val, "sample_images", "validation images", run)
@@ -245,22 +291,35 @@ def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(
         likelihood = run_likelihood(run, n_nll, c.k, c.seed, progress=c.progress)
         if likelihood is None:
             notes.append("likelihood: an AE has none (no q(z|x) to sample from); NLL and ELBO are left out.")
+    z_dim = codes["z"].shape[1]
     with _timed(seconds, "samplers"):
         model = run.reset_noise()
-        z_train = None
+        fitted, about = {}, _describe_fixed(c, z_dim)
         if {"gmm", "second_stage"} & set(c.samplers):
             x_train = run.split.x_train
-            z_train = encode_images(model, x_train[:min(c.fit_images or len(x_train), len(x_train))], task=task)["z"]
-        latent, about = _latent_samplers(c, codes["z"].shape[1], max(c.hole_samples, n_samples), z_train)
+            fit_points = min(c.fit_images or len(x_train), len(x_train))
+            if fit_points < max(_MIN_IMAGES, c.gmm_components):
+                raise RunError(f"{run.root}: the GMM / second-stage samplers need at least "
+                               f"{max(_MIN_IMAGES, c.gmm_components)} training z-points (gmm_components="
+                               f"{c.gmm_components}); fit_images gives {fit_points} of {len(x_train)}.")
+            fitted, fitted_about = _fit_samplers(c, encode_images(model, x_train[:fit_points], task=task)["z"])
+            about.update(fitted_about)
     with _timed(seconds, "prior"):
         mu, logvar = codes.get("mu", codes["z"]), codes.get("logvar")
         prior = PriorHoles(elbo_surgery(mu, logvar, c.seed),
-                           hole_fractions({name: z[:c.hole_samples] for name, z in latent.items()}, mu, logvar,
-                                          seed=c.seed))
+                           hole_fractions(_draw(c, z_dim, c.hole_samples, 0, fitted), mu, logvar, seed=c.seed))
+        spiky = _spiky_posterior_note(mu, logvar)
+        notes += [spiky] if spiky else []
     with _timed(seconds, "feature_network"):
         extractors = _feature_extractors(run, c, notes) if c.samplers else []
     with _timed(seconds, "samples"):
-        samples = _sample_quality(model, extractors, targets[:n_samples], latent, c)
+        samples = _sample_quality(model, extractors, targets[:n_samples], _draw(c, z_dim, n_samples, 1, fitted), c)
+        if not extractors or not c.samplers:
+            notes.append("samples: no sample distances (samplers or features is empty, or no feature space is "
+                         "available).")
+        small = [e.space for e in extractors if n_samples <= e.space.dim]
+        notes += [f"samples: {n_samples} images for {space.dim} {space.label} features: the covariances are rank-"
+                  f"deficient and FD / KID biased; compare them only at equal image counts." for space in small]
     evaluation = Evaluation(c, run.config.model.kind, reconstruction, prior, seconds, likelihood, tuple(samples),
                             {e.space.label: e.space for e in extractors}, about, tuple(notes))
     run.save_evaluation(evaluation)

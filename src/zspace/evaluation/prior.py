@@ -146,7 +146,8 @@ def hole_fractions(samplers: dict[str, np.ndarray], mu, logvar=None, quantile: f
         z = mu + np.exp(0.5 * logvar) * np.random.default_rng(seed).standard_normal(mu.shape)
         reference = aggregate_log_density(z, mu, logvar)
     threshold = np.quantile(reference, quantile)
-    return {name: float((aggregate_log_density(z, mu, logvar) < threshold).mean()) for name, z in samplers.items()}
+    # not ">= threshold" counts as a hole: a z so far out that its density overflows to NaN is one
+    return {name: float((~(aggregate_log_density(z, mu, logvar) >= threshold)).mean()) for name, z in samplers.items()}
 
 
 def hole_fraction(samples, mu, logvar=None, quantile: float = 0.01, seed: int = 0) -> float:
