@@ -212,20 +212,6 @@ def _describe_fixed(c: EvaluationConfig, z_dim: int) -> dict[str, str]:
     return {"normal": "N(0, I)", **{f"uniform_{r:g}": f"uniform in [-{r:g}, {r:g}]^{z_dim}" for r in c.limits}}
 
 
-def _spiky_posterior_note(mu: np.ndarray, logvar: np.ndarray | None) -> str | None:
-    """A note when a VAE's q(z|x) are far narrower than the spacing of its codes (a tiny KL weight)."""
-    from zspace.evaluation.prior import knn_bandwidths
-
-    if logvar is None:
-        return None
-    width, spacing = float(np.median(np.exp(0.5 * logvar))), float(np.median(knn_bandwidths(mu)))
-    if width >= 0.1 * spacing:
-        return None
-    return (f"prior: the posteriors are narrow spikes (median std {width:.3g} vs {spacing:.3g} between codes), so "
-            f"q(z) is near 0 between them and most z of any sampler count as holes; whether such z decode well "
-            f"is what the sample distances (FD) say.")
-
-
 def _feature_extractors(run: Run, c: EvaluationConfig, notes: list[str]) -> list:
     from zspace.evaluation.features import domain_network, inception_network
 
@@ -308,8 +294,6 @@ def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(
         mu, logvar = codes.get("mu", codes["z"]), codes.get("logvar")
         prior = PriorHoles(elbo_surgery(mu, logvar, c.seed),
                            hole_fractions(_draw(c, z_dim, c.hole_samples, 0, fitted), mu, logvar, seed=c.seed))
-        spiky = _spiky_posterior_note(mu, logvar)
-        notes += [spiky] if spiky else []
     with _timed(seconds, "feature_network"):
         extractors = _feature_extractors(run, c, notes) if c.samplers else []
     with _timed(seconds, "samples"):

@@ -55,9 +55,10 @@ def _ae_logvar(z: np.ndarray) -> np.ndarray:
 def aggregate_log_density(points, mu, logvar, leave_one_out: bool = False) -> np.ndarray:
     """(M,) log q(z) at ``points`` (M, z_dim) for q = mean_i N(mu_i, diag(exp(logvar_i))), (N, z_dim) each.
 
-    ``leave_one_out``: ``points`` are the N centres themselves, and point i's density leaves out its
-    own component (mean over the other N - 1), as a kernel density estimate is scored at its own
-    points; its own peak would otherwise dominate for small N or narrow kernels.
+    ``leave_one_out``: ``points`` are N, point i belonging to component i (the centres themselves, or
+    one draw from each), and point i's density leaves out its own component (mean over the other
+    N - 1), as a kernel density estimate is scored at its own points; its own peak would otherwise
+    dominate for small N or narrow components.
 
     One GEMM per block: sum_d (z - mu_jd)^2 / var_jd = z^2 . (1/var_j) - 2 z . (mu_j / var_j) + sum mu_j^2 / var_j.
     """
@@ -66,7 +67,7 @@ def aggregate_log_density(points, mu, logvar, leave_one_out: bool = False) -> np
     precision = np.exp(-logvar)
     const = -0.5 * ((mu * mu * precision).sum(1) + logvar.sum(1) + mu.shape[1] * _LOG_2PI)  # (N,)
     if leave_one_out and (points.shape != mu.shape or len(mu) < 2):
-        raise ValueError(f"leave_one_out needs the N >= 2 centres as points. Received points {points.shape}, "
+        raise ValueError(f"leave_one_out needs one point per component, N >= 2. Received points {points.shape}, "
                          f"mu {mu.shape}")
     out = np.empty(len(points))
     for start in range(0, len(points), _BLOCK):
@@ -132,19 +133,19 @@ def hole_fractions(samplers: dict[str, np.ndarray], mu, logvar=None, quantile: f
     """{name: share of that sampler's (M, z_dim) z where q(z) is below its ``quantile`` over the z the
     decoder was trained on}; the reference density is computed once for all samplers.
 
-    With the default 0.01: below the density that 99% of the encoded z-points have (a VAE's: one
-    z ~ q(z | x) per image, scored like any new z). ``logvar`` None: an AE, q(z) its z-points
-    smoothed by :func:`knn_bandwidths`, the reference its z-points themselves, each scored by the
-    other points' kernels (leave-one-out: a new z has no kernel of its own either).
+    With the default 0.01: below the density that 99% of the encoded z-points have, each scored by
+    the other points' components (leave-one-out: a new z has no component of its own either; with
+    its own, narrow posteriors would put the reference on their peaks and any new z in a hole).
+    The points: a VAE's one z ~ q(z | x) per image; an AE's z-points themselves, q(z) their
+    Gaussians of :func:`knn_bandwidths`.
     """
     mu = np.asarray(mu, dtype=np.float64)
-    if logvar is None:  # an AE decodes its z-points themselves: they are the reference
-        logvar = _ae_logvar(mu)
-        reference = aggregate_log_density(mu, mu, logvar, leave_one_out=True)
+    if logvar is None:  # an AE decodes its z-points themselves
+        logvar, z = _ae_logvar(mu), mu
     else:  # a VAE decodes z ~ q(z | x)
         logvar = np.asarray(logvar, dtype=np.float64)
         z = mu + np.exp(0.5 * logvar) * np.random.default_rng(seed).standard_normal(mu.shape)
-        reference = aggregate_log_density(z, mu, logvar)
+    reference = aggregate_log_density(z, mu, logvar, leave_one_out=True)
     threshold = np.quantile(reference, quantile)
     # not ">= threshold" counts as a hole: a z so far out that its density overflows to NaN is one
     return {name: float((~(aggregate_log_density(z, mu, logvar) >= threshold)).mean()) for name, z in samplers.items()}
