@@ -1,6 +1,7 @@
 """``zspace evaluate`` on tiny trained runs: evaluation.json, its records, and the AE's missing likelihood."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -151,6 +152,40 @@ def test_bad_evaluation_settings_and_files(runs, tmp_path):
     (tmp_path / "run" / "evaluation.json").write_text('{"kind": "vae"}')
     with pytest.raises(Exception, match="not an evaluation written by zspace"):
         Run(tmp_path / "run").load_evaluation()
+
+
+def _huge_number(e):
+    e["reconstruction"]["loss_per_image"] = int("9" * 400)
+
+
+def _no_normal_holes(e):
+    del e["prior"]["hole_fraction"]["normal"]
+
+
+def _bad_sampler_name(e):
+    e["samples"][0]["sampler"] = "uniform_x"
+
+
+def _share_above_one(e):
+    e["prior"]["hole_fraction"]["normal"] = 7.0
+
+
+@pytest.mark.parametrize("damage, reason", [(_huge_number, "out of the float range"),
+                                            (_no_normal_holes, 'needs "normal"'),
+                                            (_bad_sampler_name, "`sampler` must be normal, gmm"),
+                                            (_share_above_one, "shares in [0, 1]")])
+def test_a_damaged_evaluation_is_one_error_in_report(runs, tmp_path, damage, reason):
+    _, vae = runs
+    if not (vae / "evaluation.json").is_file() or not Run(vae).load_evaluation().samples:
+        assert runner.invoke(app, ["evaluate", str(vae), *FAST]).exit_code == 0
+    copy = tmp_path / "vae"
+    shutil.copytree(vae, copy)
+    data = json.loads((copy / "evaluation.json").read_text())
+    damage(data)
+    (copy / "evaluation.json").write_text(json.dumps(data))
+    result = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and reason in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_reconstruction_quality_of_perfect_and_flipped_images():

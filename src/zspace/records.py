@@ -75,7 +75,10 @@ def _from_json_value(value: Any, tp: Any, path: str) -> Any:
             raise TypeError(f"`{path}` must be a list of numbers. Received: {str(value)[:80]}")
         return np.asarray(_numbers(value, path))
     if tp is float:
-        return float(_number(value, path))
+        try:
+            return float(_number(value, path))
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError(f"`{path}` is out of the float range. Received: {str(value)[:80]}") from None
     if tp in (int, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise TypeError(f"`{path}` must be {tp.__name__}. Received: {str(value)[:80]}")

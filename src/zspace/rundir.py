@@ -264,7 +264,7 @@ class Run:
             raise RunError(f"{path}: larger than {MAX_ANALYSIS_JSON_BYTES // 2**20} MiB; not {what} written by zspace.")
         try:
             return parse(json.loads(path.read_text(encoding="utf-8")))
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError, ArithmeticError) as exc:
             raise RunError(f"{path}: not {what} written by zspace ({_reason(exc)}); "
                            f"run `zspace {command} {self.root}` again.") from None
 

@@ -31,7 +31,7 @@ from zspace.evaluation.likelihood import Likelihood, bernoulli_log_likelihood, g
 from zspace.evaluation.prior import PriorSurgery, elbo_surgery, hole_fractions
 from zspace.errors import RunError
 from zspace.evaluation.features import FeatureSpace
-from zspace.evaluation.sample_quality import SampleQuality, sample_quality
+from zspace.evaluation.sample_quality import SampleQuality, is_sampler_name, sample_quality
 from zspace.generation.gallery import DEFAULT_LIMITS
 from zspace.records import Record
 from zspace.rundir import Run
@@ -124,6 +124,13 @@ class PriorHoles(Record):
 
     surgery: PriorSurgery
     hole_fraction: dict[str, float]
+
+    def __post_init__(self):  # a hand-edited evaluation.json is refused with the field's name
+        if "normal" not in self.hole_fraction or not all(map(is_sampler_name, self.hole_fraction)):
+            raise ValueError(f"`hole_fraction` needs \"normal\" and sampler names only. Received: "
+                             f"{list(self.hole_fraction)[:12]}")
+        if not all(0.0 <= v <= 1.0 for v in self.hole_fraction.values()):
+            raise ValueError("`hole_fraction` values must be shares in [0, 1].")
 
 
 @dataclass(frozen=True)

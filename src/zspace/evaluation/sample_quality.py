@@ -23,7 +23,7 @@ import numpy as np
 
 from zspace.records import Record
 
-__all__ = ["frechet_distance", "frechet_distance_from_stats", "kernel_distance", "precision_recall",
+__all__ = ["is_sampler_name", "frechet_distance", "frechet_distance_from_stats", "kernel_distance", "precision_recall",
            "density_coverage", "kth_neighbour_radii", "SampleQuality", "sample_quality"]
 
 _BLOCK = 2048  # rows of a distance block: 2048 x 10,000 float64 = 160 MiB
@@ -149,6 +149,22 @@ def density_coverage(real, fake, k: int = 5) -> tuple[float, float]:
     return m["density"], m["coverage"]
 
 
+def is_sampler_name(name: str) -> bool:
+    """"normal", "gmm", "second_stage" or "uniform_<r>" with r a positive finite number."""
+    if name in ("normal", "gmm", "second_stage"):
+        return True
+    head, _, r = name.partition("_")
+    try:
+        return head == "uniform" and 0 < float(r) < float("inf")
+    except ValueError:
+        return False
+
+
+def _check_share(value: float, name: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a share in [0, 1]. Received: {value}")
+
+
 @dataclass(frozen=True)
 class SampleQuality(Record):
     """How close one sampler's images are to the held-out real images, in one feature space.
@@ -170,6 +186,15 @@ class SampleQuality(Record):
     recall: float
     density: float
     coverage: float
+
+    def __post_init__(self):  # a hand-edited evaluation.json is refused with the field's name
+        if not is_sampler_name(self.sampler):
+            raise ValueError(f"`sampler` must be normal, gmm, second_stage or uniform_<r>. Received: {self.sampler!r}")
+        for name in ("precision", "recall", "coverage"):
+            _check_share(getattr(self, name), name)
+        if not (self.n_real >= 2 and self.n_fake >= 2 and self.density >= 0 and self.fd >= -1e-6):
+            raise ValueError(f"sizes, density or FD out of range: n_real={self.n_real}, n_fake={self.n_fake}, "
+                             f"density={self.density}, fd={self.fd}")
 
 
 def sample_quality(real, fake, sampler: str, features: str, seed: int = 0, pr_k: int = 3,

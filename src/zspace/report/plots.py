@@ -7,6 +7,7 @@ function draws one run or overlays several.
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
@@ -178,16 +179,17 @@ def plot_holes_and_distances(series, distance_label: str = "") -> Figure:
     for ax, column, ylabel in panels:
         for item in series:
             label, values = item[0], item[column]
-            uniform = sorted((float(k.partition("_")[2]), v) for k, v in values.items() if k.startswith("uniform_"))
+            uniform = sorted((float(k.partition("_")[2]), v) for k, v in values.items()
+                             if k.startswith("uniform_") and math.isfinite(v))
             line, = ax.plot([r for r, _ in uniform], [v for _, v in uniform], "o-", ms=3, label=label)
             for sampler, style in (("normal", ":"), ("gmm", "--")):
-                if sampler in values:
+                if math.isfinite(values.get(sampler, math.nan)):
                     ax.axhline(values[sampler], ls=style, lw=1, color=line.get_color())
         ax.set_xlabel("half-width r of U[-r, r]^z_dim")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     axes[0, 0].set_ylim(-0.02, 1.02)
-    if with_distances:
+    if with_distances and any(v > 0 for _, _, d in series for v in d.values() if math.isfinite(v)):
         axes[0, 1].set_yscale("log")
     fig.tight_layout()
     return fig
