@@ -142,9 +142,11 @@ def evaluate(
         typer.echo(f"{r.loss} {r.loss_per_image:.3f} per image, PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.3f}; {nll}; "
                    f"I(x;z) {s.mutual_information:.3f}, marginal KL {s.marginal_kl:.3f}, holes under N(0, I) "
                    f"{e.prior.hole_fraction['normal']:.3f}")
-        for label in e.features:
+        for label, space in e.features.items():
             distances = ", ".join(f"{q.sampler} {q.fd:.4g}" for q in e.samples if q.features == label)
-            typer.echo(f"{label} ({e.features[label].network}): {distances}")
+            accuracy = "" if space.held_out_accuracy is None else f", held-out accuracy {space.held_out_accuracy:.3f}"
+            typer.echo(f"{label} of {len(e.samples) and e.samples[0].n_fake} images ({space.network}{accuracy}): "
+                       f"{distances}")
         for note in e.notes:
             typer.echo(f"note: {note}")
         typer.echo(f"wrote {target.evaluation_json}")

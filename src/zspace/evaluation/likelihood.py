@@ -118,7 +118,8 @@ class Likelihood(Record):
     Attributes:
         nll: mean -log p(x) estimate, nats per image; nll_std_error: its standard error over images.
         elbo: mean ELBO, nats per image (analytic KL, reconstruction term averaged over the K samples).
-        bits_per_dim: nll / (D ln 2), D pixels x channels. k, n_images, dims: the sizes.
+        bits_per_dim: nll / (D ln 2), D pixels x channels, of the continuous [0, 1] pixels under the
+            run's loss: not the discretised 8-bit bits/dim of published results. k, n_images, dims: the sizes.
         likelihood: "bernoulli" or "gaussian (sigma^2 = 1/2)".
     """
 

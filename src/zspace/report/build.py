@@ -143,12 +143,19 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     for label in dict.fromkeys(q.features for r in runs if r.evaluation for q in r.evaluation.samples):
         rows = [[r.name, q.sampler, _f(q.fd), f"{_f(q.kid)} ± {_f(q.kid_std)}", _f(q.precision), _f(q.recall),
                  _f(q.density), _f(q.coverage), _f(r.evaluation.prior.hole_fraction.get(q.sampler, math.nan)),
-                 str(q.n_fake)]
+                 str(q.n_fake), _network_name(r.evaluation, q.features)]
                 for r in runs if r.evaluation for q in sorted(r.evaluation.samples, key=_sampler_order)
                 if q.features == label]
+        # runs of other data (or seeds) have other domain networks: the column shows which numbers compare
         tables[f"Sample quality ({label})"] = (["run", "sampler", label, "KID", "precision", "recall", "density",
-                                               "coverage", "hole fraction", "images"], rows)
+                                               "coverage", "hole fraction", "images", "feature network"], rows)
     return tables
+
+
+def _network_name(evaluation, label: str) -> str:
+    """The feature network's cache folder ("fashion_mnist-1f2e..."): equal names, comparable numbers."""
+    space = evaluation.features.get(label)
+    return Path(space.path).parent.name if space is not None and space.path else label
 
 
 def _sampler_order(q) -> tuple:
