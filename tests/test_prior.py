@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from zspace.evaluation.prior import PriorSurgery, aggregate_log_density, elbo_surgery, hole_fraction, knn_bandwidths
+from zspace.evaluation.prior import (PriorSurgery, aggregate_log_density, elbo_surgery, hole_fraction, hole_fractions,
+                                     knn_bandwidths)
 
 
 def test_aggregate_density_is_the_mixture_of_the_posteriors():
@@ -100,3 +101,16 @@ def test_a_vae_with_narrow_posteriors_is_scored_like_an_ae(sigma):
     logvar = np.full_like(mu, 2 * math.log(sigma))
     assert hole_fraction(rng.normal(size=(4000, 4)), mu, logvar) < 0.04
     assert hole_fraction(rng.normal(size=(4000, 4)) + 8.0, mu, logvar) > 0.99
+
+
+def test_a_tiny_kl_vae_has_the_holes_of_the_ae_it_behaves_like():
+    """Posteriors far narrower than the spacing of the codes (a tiny KL weight) are widened to the
+    AE's kernel widths: the same codes give the same hole fractions either way."""
+    rng = np.random.default_rng(6)
+    directions = rng.normal(size=(1500, 6))
+    codes = directions / np.linalg.norm(directions, axis=1, keepdims=True) * rng.normal(10.0, 0.5, (1500, 1))
+    samplers = {"normal": rng.normal(size=(2000, 6)), "near": codes[:500] + rng.normal(size=(500, 6)) * 0.05}
+    as_ae = hole_fractions(samplers, codes)
+    as_vae = hole_fractions(samplers, codes, np.full_like(codes, 2 * math.log(1e-4)))
+    assert as_ae["normal"] > 0.3 and as_ae["near"] < 0.05
+    assert as_vae["normal"] == pytest.approx(as_ae["normal"], abs=0.03) and as_vae["near"] < 0.05
