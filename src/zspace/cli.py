@@ -254,14 +254,19 @@ def demo(
     config: Annotated[Path, typer.Option(exists=True, dir_okay=False)] = Path("configs/demo.toml"),
     fashion_config: Annotated[Path, typer.Option(dir_okay=False, help="Used when Fashion-MNIST is on this machine.")] = Path("configs/demo-fashion.toml"),
     analysis_config: Annotated[Path | None, typer.Option(dir_okay=False, help="Analysis TOML for the report.")] = Path("configs/analysis-demo.toml"),
+    evaluation_config: Annotated[Path | None, typer.Option(dir_okay=False, help="Evaluation TOML for the report.")] = Path("configs/evaluate-demo.toml"),
 ) -> None:
-    """Train the demo AE and VAE, write image grids and an HTML report, print a summary."""
+    """Train the demo AE and VAE, evaluate them, write image grids and an HTML report, print a summary."""
     from zspace.config import AnalysisConfig
     from zspace.demo import format_summary, run_demo
+    from zspace.evaluation.evaluate import EvaluationConfig
 
     with _clear_errors():
         analysis = AnalysisConfig.load(analysis_config) if analysis_config and analysis_config.is_file() else AnalysisConfig()
-        rows, report_path = run_demo(config, fashion_config if fashion_config.is_file() else None, out, analysis)
+        evaluation = (EvaluationConfig.load(evaluation_config) if evaluation_config and evaluation_config.is_file()
+                      else EvaluationConfig())
+        rows, report_path = run_demo(config, fashion_config if fashion_config.is_file() else None, out, analysis,
+                                     evaluation)
         typer.echo(format_summary(rows))
         typer.echo(f"report: {report_path}")
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from zspace.analysis import analyze_run, encode_images
 from zspace.config import AnalysisConfig, load_config
-from zspace.evaluation.evaluate import evaluate
+from zspace.evaluation.evaluate import EvaluationConfig, evaluate
 from zspace.data import find_local_dataset, load_dataset
 from zspace.report import collect_run, write_html_report
 from zspace.training import train
@@ -31,7 +31,8 @@ class DemoRow:
 
 
 def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, out_dir: str | Path,
-             analysis_config: AnalysisConfig = AnalysisConfig()) -> tuple[list[DemoRow], Path]:
+             analysis_config: AnalysisConfig = AnalysisConfig(),
+             evaluation_config: EvaluationConfig = EvaluationConfig()) -> tuple[list[DemoRow], Path]:
     """Trains the demo AE and VAE into ``out_dir/ae`` and ``out_dir/vae`` and reports on both.
 
     Uses ``fashion_config_path`` when Fashion-MNIST is already on this machine (Keras cache
@@ -58,7 +59,7 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
     rows, reports = [], []
     for result, mean_radius in zip(results, radii):
         analyze_run(result.run, analysis_config)
-        evaluate(result.run)
+        evaluate(result.run, evaluation_config)
         report = collect_run(result.run)
         reports.append(report)
         last = result.history[-1]
