@@ -153,11 +153,13 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     from zspace.config import AnalysisConfig
+    from zspace.evaluation.evaluate import EvaluationConfig
 
     paths = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
     assert paths
+    loaders = {"analysis": AnalysisConfig.load, "evaluate": EvaluationConfig.load}
     for path in paths:
-        AnalysisConfig.load(path) if path.name.startswith("analysis") else load_config(path)
+        loaders.get(path.name.split("-")[0], load_config)(path)
 
 
 def test_readme_config_reference_is_generated_from_the_dataclasses():
