@@ -144,7 +144,7 @@ def _bomb_with_a_matching_record(folder):
             archive.writestr(f"{name}.npy", buffer.getvalue())
     record_path = folder / "domain-network.json"
     record = json.loads(record_path.read_text())
-    record_path.write_text(json.dumps({**record, "model_sha256": features_module._sha256(path)}))
+    record_path.write_text(json.dumps({**record, "weights_sha256": features_module._sha256(path)}))
 
 
 def _huge_head(folder):

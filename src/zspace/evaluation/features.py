@@ -40,7 +40,7 @@ import numpy as np
 
 from zspace.data.cache import MANIFEST
 from zspace.data.datasets import Dataset, keras_cache_dir, train_validation_split
-from zspace.errors import CacheDirError, DataError, ModelFileError
+from zspace.errors import CacheDirError, DataError
 from zspace.records import Record
 from zspace.storage import atomic_path, atomic_write_text
 
@@ -95,7 +95,7 @@ class FeatureSpace(Record):
 
 @dataclass(frozen=True)
 class _CachedNetwork(Record):
-    """The JSON written beside a trained network; ``model_sha256`` ties it to that exact file."""
+    """The JSON written beside a trained network; ``weights_sha256`` ties it to that exact file."""
 
     fingerprint: str
     input_shape: tuple[int, int, int]
@@ -106,7 +106,7 @@ class _CachedNetwork(Record):
     n_test: int
     dim: int
     seconds: float
-    model_sha256: str
+    weights_sha256: str
 
 
 class FeatureExtractor:
@@ -248,7 +248,7 @@ def _train(dataset: Dataset, fingerprint: str, seed: int, progress: bool) -> tup
         accuracy = float(np.mean(((logits > 0) == (targets > 0))[targets != 0]))
     record = _CachedNetwork(fingerprint, tuple(dataset.image_shape), "labels" if by_labels else "attributes",
                             n_outputs, accuracy, len(train_rows), len(test_rows), FEATURE_DIM,
-                            time.perf_counter() - start_time, model_sha256="")
+                            time.perf_counter() - start_time, weights_sha256="")
     return network, record
 
 
@@ -328,7 +328,7 @@ def _load_cached(folder: Path, fingerprint: str,
             raise ValueError(f"accuracy {record.held_out_accuracy} or dim {record.dim} out of range")
         if not 1 <= record.n_outputs <= _MAX_OUTPUTS:
             raise ValueError(f"n_outputs {record.n_outputs} outside [1, {_MAX_OUTPUTS}]")
-        if _sha256(weights_path) != record.model_sha256:
+        if _sha256(weights_path) != record.weights_sha256:
             raise ValueError(f"{weights_path.name} is not the file this record describes (changed or truncated)")
         network = _build_network(image_shape, record.n_outputs, seed)
         network.set_weights(_read_weights(weights_path, [tuple(w.shape) for w in network.weights]))
@@ -354,7 +354,7 @@ def _save(folder: Path, network: keras.Model, record: _CachedNetwork) -> _Cached
     with atomic_path(folder / _NETWORK_FILE) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, *[np.asarray(w, np.float32) for w in network.get_weights()])
-    record = dataclasses.replace(record, model_sha256=_sha256(folder / _NETWORK_FILE))
+    record = dataclasses.replace(record, weights_sha256=_sha256(folder / _NETWORK_FILE))
     atomic_write_text(folder / _RECORD_FILE, json.dumps(record.to_json(), indent=2, allow_nan=False))
     return record
 
