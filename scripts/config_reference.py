@@ -6,19 +6,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
-from zspace.config import field_docs
+from zspace.config import field_docs, toml_value
+from zspace.evaluation.evaluate import EvaluationConfig
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 TITLES = {"model": "`[model]` (run config)", "train": "`[train]` (run config)",
-          "analysis": "Analysis config (`zspace analyze --config FILE.toml`, top-level keys)"}
+          "analysis": "Analysis config (`zspace analyze --config FILE.toml`, top-level keys)",
+          "evaluation": "Evaluation config (`zspace evaluate --config FILE.toml`, top-level keys)"}
+
+
+def evaluation_docs() -> list[tuple[str, str, str]]:
+    defaults = EvaluationConfig().to_dict()
+    return [(f.name, toml_value(defaults[f.name]), f.metadata["doc"]) for f in dataclasses.fields(EvaluationConfig)]
 
 
 def reference() -> str:
     lines = []
-    for section, rows in field_docs().items():
+    for section, rows in {**field_docs(), "evaluation": evaluation_docs()}.items():
         lines += ["", f"### {TITLES[section]}", "", "| field | default | meaning |", "|---|---|---|"]
         lines += [f"| `{name}` | `{default}` | {doc} |" for name, default, doc in rows]
     return "\n".join(lines) + "\n"

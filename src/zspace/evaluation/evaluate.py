@@ -87,7 +87,7 @@ class EvaluationConfig(Config):
         each(lambda s: s in FEATURE_SPACES, f"names among {', '.join(FEATURE_SPACES)}"))
     features_dir: str = config_field(
         "Folder of the cached domain feature networks; empty = a prepared cache's features/ folder, else "
-        "<KERAS_HOME>/datasets/zspace-features.", "")
+        "$KERAS_HOME/datasets/zspace-features (~/.keras by default).", "")
     gmm_components: int = config_field("Components of the GMM sampler; 0 = chosen by BIC.", 0,
                                        _count(1, 1000, "chosen by BIC"))
     second_stage_steps: int = config_field("Optimizer steps of the second-stage VAE sampler.", 2000,
