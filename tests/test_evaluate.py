@@ -120,6 +120,14 @@ def test_too_few_images_and_missing_inception_weights(runs):
     assert {q.sampler for q in evaluation.samples} == {"normal"} and "FID" not in evaluation.features
 
 
+def test_a_run_with_too_few_validation_images_is_refused(tmp_path):
+    train(tiny_run_config(tmp_path / "small", epochs=1, validation_split=0.03))  # 54 of 1797 digits
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "small"), *FAST])
+    assert result.exit_code == 2
+    assert "evaluate needs at least 100 validation images (the hole fraction's 1% density quantile); the run has 54" \
+        in result.output
+
+
 def test_an_ae_has_no_likelihood_but_the_rest(runs):
     ae, _ = runs
     result = runner.invoke(app, ["evaluate", str(ae), *FAST])
