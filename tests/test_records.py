@@ -1,8 +1,10 @@
 """Typed result records: strict JSON out, the annotated types back; the run directory's one owner."""
 
+import io
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +95,10 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
     run.save_analysis(analysis)
     back = run.load_analysis()
     _same(back, analysis)
-    good = analysis.to_json()
+    pair_id = json.loads(run.analysis_json.read_text())["analysis_id"]  # both files of one analyze carry it
+    good = {"analysis_id": pair_id, **analysis.to_json()}
     hostile = [
-        {"kind": "vae"},  # fields missing
+        {"analysis_id": pair_id, "kind": "vae"},  # fields missing
         {**good, "z_dim": 1e308},  # a float where an int belongs
         {**good, "radius": {**good["radius"], "counts": {"a": 1}}},  # an object where numbers belong
         {**good, "radius": {**good["radius"], "counts": ["1e9", "x"]}},  # strings that are no numbers
@@ -119,10 +122,11 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
     with pytest.raises(RunError, match=r"analysis\.json: not an analysis written by zspace"):
         run.load_analysis()
     run.save_analysis(analysis)
+    pair_id = json.loads(run.analysis_json.read_text())["analysis_id"]
     for arrays in ({k: v for k, v in analysis.arrays.items() if k != "z"},  # z missing
                    {**analysis.arrays, "z": np.array(["a"] * 120)},  # z of strings
                    {**analysis.arrays, "pca_indices": analysis.arrays["pca_indices"] + 500}):  # out of range
-        np.savez(run.analysis_npz, **arrays)
+        np.savez(run.analysis_npz, **arrays, analysis_id=np.asarray(pair_id))
         with pytest.raises(RunError, match=r"analysis\.json: not an analysis .*array `(z|pca_indices)`"):
             run.load_analysis()
     run.analysis_npz.write_bytes(b"not a zip")
@@ -135,13 +139,62 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
         run.load_analysis()
 
 
+def _npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_analysis_arrays_are_size_checked_before_reading(analysis, tmp_path):
+    """A header claiming 1e11 floats, a truncated file, a pickle: one RunError, nothing allocated."""
+    run = Run(tmp_path)
+    run.save_analysis(analysis)
+    good = run.analysis_npz.read_bytes()
+    z = analysis.arrays["z"]
+    header = np.lib.format.header_data_from_array_1_0(z)
+    huge = _npz_bytes(z=z).replace(repr(header["shape"]).encode(), b"(100000000000,)", 1)
+    assert b"(100000000000,)" in huge  # the hostile header really is there
+    cases = {
+        "huge header": huge,
+        "truncated": good[: len(good) // 2],
+        "pickle": _npz_bytes(z=np.array([{"a": 1}], dtype=object)),
+        "empty": b"",
+    }
+    for what, data in cases.items():
+        run.analysis_npz.write_bytes(data)
+        with pytest.raises(RunError, match=r"analysis\.npz: not analysis arrays written by zspace") as info:
+            run.load_analysis()
+        assert "\n" not in str(info.value), what
+
+
+def test_a_kill_between_the_two_analysis_commits_is_one_line_not_a_keyerror(analysis, tmp_path, monkeypatch):
+    """analysis.npz of a new analyze beside analysis.json of the old one: refused, naming both files."""
+    run = Run(tmp_path)
+    run.save_analysis(analysis)
+    import zspace.rundir as rundir
+
+    class Killed(BaseException):
+        """Stands in for the SIGKILL after the first commit."""
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(rundir, "atomic_write_text", killed)
+    fewer = replace(analysis, tsne=(), arrays={k: v for k, v in analysis.arrays.items() if not k.startswith("tsne")})
+    with pytest.raises(Killed):
+        run.save_analysis(fewer)
+    with pytest.raises(RunError, match=r"analysis\.json and analysis\.npz are from different analyses"):
+        run.load_analysis()
+
+
 def test_an_analysis_written_by_the_previous_version_still_loads(analysis, tmp_path):
     """The previous analysis.json spelled the same keys; only the reader changed."""
     data = analysis.to_json()
     data.pop("label_names")  # a field the previous version did not write
     run = Run(tmp_path)
     run.save_analysis(analysis)
-    run.analysis_json.write_text(json.dumps(data))
+    run.analysis_json.write_text(json.dumps(data))  # neither file of that version had an id
+    np.savez(run.analysis_npz, **analysis.arrays)
     back = run.load_analysis()
     assert back.label_names == () and back.internals.radius_rel_diff_max == math.inf
 

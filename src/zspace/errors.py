@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "CacheDirError", "RunError", "TrainingDiverged"]
+__all__ = ["ZspaceError", "ConfigError", "DataError", "ModelFileError", "CacheDirError", "RunError", "TrainingDiverged",
+           "DiskFullError"]
 
 
 class ZspaceError(Exception):
@@ -31,3 +32,7 @@ class RunError(ZspaceError, RuntimeError):
 
 class TrainingDiverged(RunError):
     """The loss became non-finite; the message names the epoch and step."""
+
+
+class DiskFullError(ZspaceError, OSError):
+    """A write failed for want of disk space; the message names the file and says what was kept."""

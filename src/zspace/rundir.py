@@ -22,7 +22,7 @@ import csv
 import json
 import math
 import re
-import zipfile
+import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,13 @@ __all__ = ["Run", "run_data", "read_history", "list_checkpoints"]
 
 # analysis.json / evaluation.json hold summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
 MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
+# Marks analysis.json and analysis.npz of one `analyze` (a key in the JSON, a 0-d text array in the npz).
+_ANALYSIS_ID = "analysis_id"
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
+
+
+class _Mismatch(Exception):
+    """analysis.json and analysis.npz carry different ids."""
 
 
 def _reason(exc: BaseException) -> str:
@@ -231,20 +237,40 @@ class Run:
         return self.analysis_json.is_file() and self.analysis_npz.is_file()
 
     def load_analysis(self) -> Analysis:
-        """The records of ``zspace analyze`` (analysis.json) with their arrays (analysis.npz, no pickle)."""
+        """The records of ``zspace analyze`` (analysis.json) with their arrays (analysis.npz, no pickle).
+
+        Raises:
+            RunError: either file is damaged, or the two are not from the same ``analyze`` (a kill
+                between their commits): the message says to run ``zspace analyze`` again.
+        """
         from zspace.analysis.records import Analysis
+        from zspace.npz import NpzError, read_npz
 
         for path in (self.analysis_json, self.analysis_npz):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: run `zspace analyze {self.root}` first")
+        again = f"run `zspace analyze {self.root}` again"
         try:
-            with np.load(self.analysis_npz, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            arrays = read_npz(self.analysis_npz)
+        except (NpzError, OSError) as exc:
             raise RunError(f"{self.analysis_npz}: not analysis arrays written by zspace ({_reason(exc)}); "
-                           f"run `zspace analyze {self.root}` again.") from None
-        return self._read_record(self.analysis_json, "an analysis", "analyze",
-                                 lambda data: Analysis.from_json(data, arrays))
+                           f"{again}.") from None
+        arrays_id = arrays.pop(_ANALYSIS_ID, None)
+        if arrays_id is not None:  # files of older versions have no id in either file
+            arrays_id = str(arrays_id) if arrays_id.dtype.kind == "U" and arrays_id.ndim == 0 else "(not an id)"
+
+        def parse(data):
+            if isinstance(data, dict) and data.get(_ANALYSIS_ID) != arrays_id:
+                raise _Mismatch()
+            record = dict(data)
+            record.pop(_ANALYSIS_ID, None)
+            return Analysis.from_json(record, arrays)
+
+        try:
+            return self._read_record(self.analysis_json, "an analysis", "analyze", parse)
+        except _Mismatch:
+            raise RunError(f"{self.analysis_json} and {self.analysis_npz.name} are from different analyses (was "
+                           f"`zspace analyze` stopped while saving?); {again}.") from None
 
     def save_evaluation(self, evaluation) -> None:
         """Writes evaluation.json (strict JSON, atomically)."""
@@ -269,8 +295,14 @@ class Run:
                            f"run `zspace {command} {self.root}` again.") from None
 
     def save_analysis(self, analysis: Analysis) -> None:
-        """Writes analysis.npz, then analysis.json (each atomically)."""
+        """Writes analysis.npz, then analysis.json, each atomically and both marked with one new id.
+
+        A kill between the two commits leaves a pair whose ids differ, which :meth:`load_analysis`
+        refuses with one line instead of joining records to the wrong arrays.
+        """
         from zspace.analysis.encoding import save_encoding
 
-        save_encoding(self.analysis_npz, analysis.arrays)
-        atomic_write_text(self.analysis_json, json.dumps(analysis.to_json(), indent=1, allow_nan=False))
+        analysis_id = uuid.uuid4().hex
+        save_encoding(self.analysis_npz, {**analysis.arrays, _ANALYSIS_ID: np.asarray(analysis_id)})
+        atomic_write_text(self.analysis_json, json.dumps({_ANALYSIS_ID: analysis_id, **analysis.to_json()},
+                                                         indent=1, allow_nan=False))
