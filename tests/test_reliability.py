@@ -17,7 +17,7 @@ import pytest
 from conftest import tiny_model_config, tiny_run_config
 from zspace.data import load_dataset
 from zspace.data.datasets import Dataset
-from zspace.errors import RunError, TrainingDiverged
+from zspace.errors import DiskFullError, RunError, TrainingDiverged
 from zspace.models import build_model, load_model
 from zspace.storage import atomic_path, atomic_save
 from zspace.training import EpochBatches, read_history, run_data, train
@@ -299,8 +299,8 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
         return real(path, save)
 
     monkeypatch.setattr(callbacks, "atomic_save", full_disk)
-    with pytest.raises(RunError, match=r"epoch-0002.keras failed \(No space left on device\); the previous "
-                                       r"checkpoint epoch-0001.keras is intact"):
+    with pytest.raises(DiskFullError, match=r"disk full while saving checkpoint .*epoch-0002.keras; the previous "
+                                            r"checkpoint epoch-0001.keras is intact"):
         train(tiny_run_config(tmp_path, epochs=3))
     assert [e for e, _ in list_checkpoints(tmp_path / "checkpoints")] == [1]
     assert not list(tmp_path.rglob(".tmp-*"))

@@ -70,11 +70,12 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set epochs=6.")] = None,
 ) -> None:
     """Train (or resume) the run described by a TOML config."""
-    from zspace.config import load_config, parse_overrides
+    from zspace.config import parse_overrides
+    from zspace.rundir import training_config
     from zspace.training import train as train_run
 
     with _clear_errors():
-        run_config = load_config(config).with_overrides(parse_overrides(set_ or []))
+        run_config = training_config(config).with_overrides(parse_overrides(set_ or []))
         result = train_run(run_config)
         last = result.history[-1] if result.history else {}
         typer.echo(f"run {result.run.root}: {len(result.history)} epochs, "

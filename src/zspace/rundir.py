@@ -11,21 +11,26 @@ Layout of ``RUN/``::
     analysis.json      ``zspace analyze``: typed records (zspace.analysis.Analysis)
     analysis.npz       ``zspace analyze``: z, mu, logvar, labels, embeddings
     evaluation.json    ``zspace evaluate``
-    gallery/           the report's generated grids (PNG)
+    .zspace.lock       held by the one command writing into the run (train, analyze, evaluate)
 
 Nothing here imports Keras until a model is loaded, so the CLI stays fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import socket
+import time
 import math
 import re
 import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -38,10 +43,14 @@ if TYPE_CHECKING:
     from zspace.analysis import Analysis
     from zspace.models import Autoencoder
 
-__all__ = ["Run", "run_data", "read_history", "list_checkpoints"]
+__all__ = ["Run", "run_data", "read_history", "list_checkpoints", "training_config"]
 
 # analysis.json / evaluation.json hold summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
 MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
+# A history row is ~200 bytes: 64 MiB is hundreds of thousands of epochs.
+MAX_HISTORY_BYTES = 64 * 2**20
+LOCK_FILE = ".zspace.lock"
+_MAX_LOCK_BYTES = 4096
 # Marks analysis.json and analysis.npz of one `analyze` (a key in the JSON, a 0-d text array in the npz).
 _ANALYSIS_ID = "analysis_id"
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.keras$")
@@ -66,16 +75,43 @@ def run_data(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a history.csv as dicts of floats (``epoch`` as int); [] if the file is absent."""
+    """Rows of a history.csv as dicts of floats (``epoch`` as int); [] if the file is absent.
+
+    Raises:
+        RunError: the file is larger than a history can be, not UTF-8 text, or holds a cell that
+            is not a number (binary, a missing ``epoch`` column, a row longer than the header).
+    """
     path = Path(path)
     if not path.is_file():
         return []
+    if path.stat().st_size > MAX_HISTORY_BYTES:
+        raise RunError(f"{path}: larger than {MAX_HISTORY_BYTES // 2**20} MiB; not a history written by zspace.")
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            return [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
+            rows = [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
                     for row in csv.DictReader(f)]
+        if rows and "epoch" not in rows[0]:
+            raise ValueError("no epoch column")
+        return rows
     except (ValueError, TypeError, csv.Error) as exc:  # TypeError: a row with more cells than the header
         raise RunError(f"{path}: not a history written by zspace ({_reason(exc)}).") from None
+
+
+def training_config(path: str | Path) -> RunConfig:
+    """The run config of a TOML file; a run directory's own config.toml names that directory as ``run_dir``.
+
+    config.toml records the ``run_dir`` it was trained in; a copy of the directory must resume
+    the copy, not the original.
+    """
+    path = Path(path)
+    config = load_config(path)
+    if path.name == "config.toml" and _is_run_directory(path.parent):
+        return config.with_overrides({"run_dir": str(path.parent)})
+    return config
+
+
+def _is_run_directory(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("history.csv", "checkpoints", "summary.json", "model.keras"))
 
 
 def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -114,6 +150,7 @@ class Run:
         self.analysis_npz = self.root / "analysis.npz"
         self.evaluation_json = self.root / "evaluation.json"
         self.gallery_dir = self.root / "gallery"
+        self.lock_path = self.root / LOCK_FILE
         self._dataset = dataset
         self._model = self._noise_state = None
         if config is not None:
@@ -142,7 +179,8 @@ class Run:
     # --- lazily loaded contents ----------------------------------------------------
     @cached_property
     def config(self) -> RunConfig:
-        return load_config(self.config_path)
+        """config.toml, with ``run_dir`` this folder: a run is where it is, wherever it was copied from."""
+        return load_config(self.config_path).with_overrides({"run_dir": str(self.root)})
 
     @property
     def model(self) -> Autoencoder:
@@ -195,6 +233,53 @@ class Run:
         """Closes the shard files of a cache dataset this run loaded itself (reads reopen them)."""
         if self._dataset is None and "_split" in self.__dict__:
             self.data.close()
+
+    # --- the writer's lock ---------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Holds the run's exclusive lock for the block: one command writes into a run at a time.
+
+        The lock is an flock on ``.zspace.lock`` (the filelock library): the kernel releases it when
+        the holder exits or is killed, so a stale lock file is harmless. The holder writes its PID,
+        host and command into the file for the message the next contender gets.
+
+        Raises:
+            RunError: another process holds the lock; the message names its PID and command.
+        """
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunError(f"{self.root} is in use by {self._lock_holder()}; wait for it to finish (or stop it) "
+                           f"and run `zspace {command}` again.") from None
+        try:
+            self._write_lock_holder(command)
+            yield
+        finally:
+            lock.release()
+
+    def _write_lock_holder(self, command: str) -> None:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        fd = os.open(self.lock_path, os.O_WRONLY)
+        try:  # in place, not a rename: the flock belongs to this inode
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder).encode())
+        finally:
+            os.close(fd)
+
+    def _lock_holder(self) -> str:
+        """"PID 123 (train on host, since ...)" from the lock file, or "another process"."""
+        try:
+            with open(self.lock_path, "rb") as f:
+                holder = json.loads(f.read(_MAX_LOCK_BYTES))
+            return (f"PID {int(holder['pid'])} (`zspace {str(holder['command'])[:40]}` on "
+                    f"{str(holder['host'])[:80]} since {str(holder['since'])[:40]})")
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            return "another process"
 
     # --- files --------------------------------------------------------------------
     @property

@@ -127,6 +127,11 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
         run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
     """
     run = Run.of(run)
+    with run.lock("analyze"):
+        return _analyze_locked(run, config)
+
+
+def _analyze_locked(run: Run, config: AnalysisConfig) -> Analysis:
     check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
     start = time.perf_counter()
     encoded = encode_run_images(run, config.split, config.batch_size)

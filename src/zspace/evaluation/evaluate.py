@@ -257,9 +257,14 @@ def _sample_quality(model, extractors: list, real_images: np.ndarray, latent: di
 
 def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig()) -> Evaluation:
     """Evaluates a run on its validation images and saves the result (evaluation.json) in the run."""
+    run = Run.of(run)
+    with run.lock("evaluate"):
+        return _evaluate_locked(run, config)
+
+
+def _evaluate_locked(run: Run, c: EvaluationConfig) -> Evaluation:
     from zspace.analysis.encoding import encode_images
 
-    run, c = Run.of(run), config
     seconds: dict[str, float] = {}
     notes: list[str] = []
     n_val = len(run.split.x_val)

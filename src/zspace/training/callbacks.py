@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from zspace.errors import RunError
+from zspace.errors import DiskFullError, RunError
 from zspace.storage import atomic_save, atomic_write_text
 
 __all__ = [
@@ -98,6 +98,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         except OSError as exc:
             previous = self.run.checkpoints()
             kept = f"the previous checkpoint {previous[-1][1].name} is intact" if previous else "no earlier checkpoint exists"
+            if isinstance(exc, DiskFullError):
+                raise DiskFullError(f"disk full while saving checkpoint {path}; {kept}. Free some space (or set "
+                                    f"keep_checkpoints) and run `zspace train` again to resume.") from None
             raise RunError(f"saving checkpoint {path} failed ({exc.strerror or exc}); {kept}.") from None
         if self.keep:
             for _, old in self.run.checkpoints()[:-self.keep]:

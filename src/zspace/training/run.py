@@ -6,7 +6,7 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,22 +79,48 @@ def _check_writable(folder: Path) -> None:
         raise RunError(f"run_dir {folder} is not writable.")
 
 
-def _check_disk_space(folder: Path, model: Autoencoder, config: RunConfig) -> None:
-    """Refuses to start when a checkpoint, its temporary copy and the final model cannot fit."""
+def _save_sizes(model: Autoencoder) -> tuple[int, int]:
+    """Bytes of a checkpoint (weights, Adam's two moments, archive) and of the encoder + decoder files.
+
+    Within a few percent of the real files (tested): float32 weights, 4 bytes each, plus 64 KiB of
+    archive and HDF5 overhead per file.
+    """
     n_weights = sum(int(np.prod(v.shape)) for v in model.weights)
     n_trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    checkpoint_bytes = 4 * (n_weights + 2 * n_trainable) + 2**16  # weights + Adam moments + archive
-    free = shutil.disk_usage(folder).free
-    if free < 3 * checkpoint_bytes:
-        raise RunError(
-            f"not enough free disk space in {folder}: a checkpoint needs about "
-            f"{checkpoint_bytes / 2**20:.1f} MiB and a save needs room for three; "
-            f"{free / 2**20:.1f} MiB free."
-        )
-    kept = config.train.keep_checkpoints or config.train.epochs
-    if free < (kept + 2) * checkpoint_bytes:
-        _say(config, f"warning: {kept} checkpoints of {checkpoint_bytes / 2**20:.1f} MiB will not all fit in "
-                     f"{free / 2**20:.1f} MiB free; set keep_checkpoints")
+    overhead = 2**16
+    return 4 * (n_weights + 2 * n_trainable) + overhead, 4 * n_weights + 2 * overhead
+
+
+def disk_space_needed(model: Autoencoder, train: TrainConfig, done_epochs: int, checkpoints_on_disk: int) -> int:
+    """Bytes the rest of a run writes and keeps: its new checkpoints (at the peak, one beyond
+    ``keep_checkpoints`` while the newest is saved), the final model.keras and its halves, the small files."""
+    checkpoint, halves = _save_sizes(model)
+    remaining = max(train.epochs - done_epochs, 0)
+    keep = train.keep_checkpoints
+    new_checkpoints = remaining if not keep else min(remaining, max(keep + 1 - checkpoints_on_disk, 1))
+    return new_checkpoints * checkpoint + checkpoint + halves + 2**18
+
+
+def _check_disk_space(run: Run, model: Autoencoder, config: RunConfig, done_epochs: int) -> None:
+    """Refuses to start when what the run will write (every checkpoint kept, the final models) cannot fit."""
+    t = config.train
+    on_disk = len(run.checkpoints())
+    needed = disk_space_needed(model, t, done_epochs, on_disk)
+    free = shutil.disk_usage(run.root).free
+    if free >= needed:
+        return
+    checkpoint, _ = _save_sizes(model)
+    advice = "free some space"
+    if t.keep_checkpoints != 1:
+        fits = next((k for k in (3, 2, 1) if disk_space_needed(model, replace(t, keep_checkpoints=k), done_epochs,
+                                                                  on_disk) <= free), None)
+        if fits:
+            advice = f"set keep_checkpoints = {fits} (it fits) or free some space"
+    raise RunError(
+        f"not enough free disk space in {run.root}: the remaining {t.epochs - done_epochs} epochs' checkpoints "
+        f"(about {checkpoint / 2**20:.1f} MiB each, keep_checkpoints = {t.keep_checkpoints}) and the final models "
+        f"need about {needed / 2**20:.1f} MiB; {free / 2**20:.1f} MiB free. {advice.capitalize()}."
+    )
 
 
 def _restore_latest(model: Autoencoder, run: Run, config: RunConfig) -> int:
@@ -118,6 +144,38 @@ def _restore_latest(model: Autoencoder, run: Run, config: RunConfig) -> int:
             f"start over silently. Move that folder away to train from scratch."
         )
     return 0
+
+
+def _history_until(run: Run, epoch: int, config: RunConfig) -> list[dict[str, float]]:
+    """history.csv's rows of epochs 1..``epoch`` (the newest checkpoint), one per epoch, in order.
+
+    Rows of later epochs (trained past the last checkpoint) are dropped; an exact duplicate row
+    is dropped; an epoch with no row gets an empty one (its losses are not in the checkpoint),
+    with a warning. Two different rows for one epoch cannot be told apart: refused.
+
+    Raises:
+        RunError: conflicting rows, or epochs outside 1..``epoch``'s range of integers.
+    """
+    rows = [row for row in run.history if row["epoch"] <= epoch]
+    by_epoch: dict[int, dict[str, float]] = {}
+    for line, row in enumerate(rows, start=2):
+        e = row["epoch"]
+        if e < 1:
+            raise RunError(f"{run.history_path}: line {line} has epoch {e}; epochs count from 1.")
+        if e in by_epoch and not _same_row(by_epoch[e], row):
+            raise RunError(f"{run.history_path}: epoch {e} has two different rows (line {line} and an earlier one); "
+                           f"keep the right one (or move the run away) and train again.")
+        by_epoch[e] = row
+    missing = [e for e in range(1, epoch + 1) if e not in by_epoch]
+    if missing or len(rows) != len(by_epoch) or list(by_epoch) != sorted(by_epoch):
+        _say(config, f"warning: {run.history_path} did not hold one row per epoch 1..{epoch} (epochs "
+                     f"{' '.join(str(r['epoch']) for r in rows)}); repaired"
+                     + (f", epochs {' '.join(map(str, missing))} left empty (their losses are lost)" if missing else ""))
+    return [by_epoch.get(e, {"epoch": e}) for e in range(1, epoch + 1)]
+
+
+def _same_row(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
 
 
 def steps_per_execution(steps_per_epoch: int, most: int) -> int:
@@ -202,8 +260,27 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
         TrainingDiverged: the loss became non-finite (and retries, if enabled, ran out).
         RunError, DataError, ConfigError, FileNotFoundError: bad input, named in the message.
     """
-    t = config.train
-    run = Run(t.run_dir, dataset)
+    run = Run(config.train.run_dir, dataset)
+    created = not run.root.exists()
+    _check_writable(run.root)
+    try:
+        with run.lock("train"):
+            return _train_locked(run, config)
+    except BaseException:
+        if created:
+            _remove_if_unused(run)
+        raise
+    finally:
+        run.close()  # Keras keeps the batches (so a cache's open shard files) referenced after fit
+
+
+def _remove_if_unused(run: Run) -> None:
+    """Removes a run directory this call created when nothing but its lock got into it."""
+    if run.root.is_dir() and {p.name for p in run.root.iterdir()} <= {run.lock_path.name}:
+        shutil.rmtree(run.root, ignore_errors=True)
+
+
+def _train_locked(run: Run, config: RunConfig) -> RunResult:
     if run.config_path.exists():
         changes = _config_differences(load_config(run.config_path), config)
         if changes:
@@ -214,10 +291,7 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     elif run.checkpoints():
         raise RunError(f"{run.root} has checkpoints but no config.toml; refusing to guess.")
     run.config = config  # checked against the saved one above; run.data and run.split use it
-    try:
-        return _train(run, config)
-    finally:
-        run.close()  # Keras keeps the batches (so a cache's open shard files) referenced after fit
+    return _train(run, config)
 
 
 def _train(run: Run, config: RunConfig) -> RunResult:
@@ -226,13 +300,12 @@ def _train(run: Run, config: RunConfig) -> RunResult:
     x_train, x_val = split.x_train, split.x_val
     steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
     model = new_model(config, steps_per_epoch)
-    _check_writable(run.root)
-    _check_disk_space(run.root, model, config)
     for folder in (run.root, run.checkpoints_dir):
         remove_stale_temporaries(folder)
     state = run.read_state()
     start_epoch = first_epoch = _restore_latest(model, run, config)
-    history = [row for row in run.history if row["epoch"] <= start_epoch]
+    _check_disk_space(run, model, config, start_epoch)
+    history = _history_until(run, start_epoch, config)
 
     # The decoder spelled out: the file says which network was trained, as config.toml always has.
     atomic_write_text(run.config_path, RunConfig(config.model.resolved(), config.train).to_toml())
@@ -266,7 +339,7 @@ def _train(run: Run, config: RunConfig) -> RunResult:
         run.write_state(state)
         model = new_model(config, steps_per_epoch)
         start_epoch = _restore_latest(model, run, config)
-        history = [row for row in run.history if row["epoch"] <= start_epoch]
+        history = _history_until(run, start_epoch, config)
         _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), retry {retries} of "
                      f"{t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}")
 

@@ -1,0 +1,225 @@
+"""One writer per run directory, a run's identity, its history against its checkpoints, full disks."""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_run_config
+from zspace.errors import DiskFullError, RunError
+from zspace.rundir import Run, read_history, training_config
+from zspace.training import train
+
+
+@contextlib.contextmanager
+def small_disk(size: str):
+    """A tmpfs of ``size`` (root only); skips the test where one cannot be mounted."""
+    folder = Path(f"/tmp/zspace-small-disk-{uuid.uuid4().hex[:8]}")
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    try:
+        if not mounted:
+            pytest.skip("a small filesystem cannot be mounted here (needs root and mount permission)")
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+        folder.rmdir()
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """Writes a file that leaves about ``leave`` bytes free in ``folder``'s filesystem."""
+    filler = folder / "filler.bin"
+    size = shutil.disk_usage(folder).free - leave
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(size, 0))
+    return filler
+
+
+# --- the lock -------------------------------------------------------------------------------------
+
+_HOLD = textwrap.dedent("""
+    import sys, time
+    from zspace.rundir import Run
+    with Run(sys.argv[1]).lock("train"):
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+def _holder(run_dir: Path) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid_and_a_killed_holder_leaves_no_lock(tmp_path):
+    config = tiny_run_config(tmp_path / "run", epochs=1)
+    holder = _holder(tmp_path / "run")
+    try:
+        with pytest.raises(RunError, match=rf"run is in use by PID {holder.pid} \(`zspace train`"):
+            train(config)
+        assert not (tmp_path / "run" / "config.toml").exists()  # the refused run wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "run" / ".zspace.lock").exists()  # the stale file stays: harmless
+    result = train(config)
+    assert [r["epoch"] for r in result.history] == [1]
+
+
+def test_two_trainings_of_one_run_dir_at_once_leave_one_consistent_run(tmp_path):
+    """The issue's case: the same run_dir with different epochs, started together. One trains; the
+    other exits non-zero naming the holder; history, summary and model agree."""
+    run_dir = tmp_path / "run"
+    base = tmp_path / "base.toml"
+    base.write_text(tiny_run_config(run_dir, epochs=6).to_toml())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    processes = [subprocess.Popen([sys.executable, "-m", "zspace.cli", "train", "-c", str(base), "--set",
+                                   f"epochs={epochs}"], env=env, stderr=subprocess.PIPE, text=True)
+                 for epochs in (6, 5)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    codes = sorted(code for code, _ in results)
+    if codes == [0, 0]:  # the first finished before the second began: then both ran in turn, fine
+        pytest.skip("the two processes did not overlap on this machine")
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    ours = [line for line in refused.splitlines() if not line.startswith(("WARNING: All log", "I0000", "W0000"))]
+    assert len(ours) == 1 and ours[0].startswith("zspace: error: ") and "is in use by PID" in ours[0], refused
+    history = read_history(run_dir / "history.csv")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [r["epoch"] for r in history] == list(range(1, summary["epochs_done"] + 1))
+
+
+def test_a_failed_start_in_a_new_folder_leaves_no_folder(tmp_path):
+    config = tiny_run_config(tmp_path / "new", epochs=1, dataset="idx:" + str(tmp_path / "missing"))
+    with pytest.raises(Exception):
+        train(config)
+    assert not (tmp_path / "new").exists()
+
+
+# --- history against the checkpoints ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("three")
+    train(tiny_run_config(root / "run", epochs=3))
+    return root / "run"
+
+
+def _copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def _rewrite_history(run_dir: Path, epochs_in_order: list[int]) -> None:
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    by_epoch = {int(line.split(",")[0]): line for line in lines[1:]}
+    (run_dir / "history.csv").write_text("\n".join([lines[0]] + [by_epoch[e] for e in epochs_in_order]) + "\n")
+
+
+@pytest.mark.parametrize("damage", [[1, 2, 3, 2], [1, 3], [2, 1, 3], [1, 2, 2, 3]])
+def test_a_damaged_history_is_repaired_against_the_checkpoints_on_resume(three_epochs, tmp_path, damage):
+    run_dir = _copy_run(three_epochs, tmp_path / "run")
+    _rewrite_history(run_dir, damage)
+    result = train(training_config(run_dir / "config.toml").with_overrides({"epochs": 4}))
+    epochs = [r["epoch"] for r in read_history(run_dir / "history.csv")]
+    assert epochs == [1, 2, 3, 4] and [r["epoch"] for r in result.history] == epochs
+
+
+def test_two_different_rows_for_one_epoch_are_refused(three_epochs, tmp_path):
+    run_dir = _copy_run(three_epochs, tmp_path / "run")
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[1] = "12345.0"  # epoch 2's total loss, changed
+    (run_dir / "history.csv").write_text("\n".join(lines + [",".join(cells)]) + "\n")
+    with pytest.raises(RunError, match=r"history\.csv: epoch 2 has two different rows"):
+        train(training_config(run_dir / "config.toml").with_overrides({"epochs": 4}))
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary", b"epoch,total_loss\n1,abc\n",
+                                     b"total_loss\n1.0\n", "epoch\n1\n".encode("utf-16")])
+def test_a_history_that_is_not_numbers_is_one_line(three_epochs, tmp_path, content):
+    run_dir = _copy_run(three_epochs, tmp_path / "run")
+    (run_dir / "history.csv").write_bytes(content)
+    with pytest.raises(RunError, match=r"history\.csv: not a history written by zspace") as info:
+        train(training_config(run_dir / "config.toml").with_overrides({"epochs": 4}))
+    assert "\n" not in str(info.value)
+
+
+# --- a run's identity is its folder -----------------------------------------------------------------
+
+def test_a_copied_run_resumes_the_copy_and_leaves_the_original_alone(three_epochs, tmp_path):
+    original = _copy_run(three_epochs, tmp_path / "original")
+    # as the issue found it: config.toml names the absolute folder it was trained in
+    config_text = (original / "config.toml").read_text()
+    (original / "config.toml").write_text(config_text.replace(str(three_epochs), str(original)))
+    before = {p.name: p.stat().st_mtime_ns for p in original.rglob("*")}
+    copy = _copy_run(original, tmp_path / "copy")
+    assert str(original) in (copy / "config.toml").read_text()
+    result = train(training_config(copy / "config.toml").with_overrides({"epochs": 4}))
+    assert result.run.root == copy and [r["epoch"] for r in read_history(copy / "history.csv")] == [1, 2, 3, 4]
+    assert {p.name: p.stat().st_mtime_ns for p in original.rglob("*")} == before
+    assert Run.open(copy).config.train.run_dir == str(copy)
+
+
+# --- full disks ---------------------------------------------------------------------------------------
+
+def test_the_pre_check_counts_every_checkpoint_and_the_final_models(tmp_path):
+    """On a 2 MiB disk, 40 kept checkpoints of ~77 KB cannot fit: refused before training, with advice."""
+    with small_disk("2m") as disk:
+        with pytest.raises(RunError, match=r"not enough free disk space .* Set keep_checkpoints = \d \(it fits\)"):
+            train(tiny_run_config(disk / "run", epochs=40))
+        assert not (disk / "run").exists()
+        result = train(tiny_run_config(disk / "run", epochs=40, keep_checkpoints=2))  # the advice works
+        assert len(result.history) == 40 and (disk / "run" / "model.keras").is_file()
+
+
+def test_the_estimate_is_close_to_the_real_files(three_epochs):
+    from zspace.models import load_model
+    from zspace.training.run import _save_sizes
+
+    checkpoint, halves = _save_sizes(load_model(three_epochs / "model.keras"))
+    real_checkpoint = (three_epochs / "checkpoints" / "epoch-0003.keras").stat().st_size
+    real_halves = sum((three_epochs / f"{half}.keras").stat().st_size for half in ("encoder", "decoder"))
+    assert real_checkpoint <= checkpoint <= 1.2 * real_checkpoint
+    assert real_halves <= halves <= 2 * real_halves
+
+
+def test_disk_full_at_the_final_save_is_one_line_and_a_rerun_finishes(tmp_path, monkeypatch):
+    """A real ENOSPC from Keras' own save (h5py) at model.keras: one DiskFullError, the checkpoints and no
+    temporaries left; once space is freed the same command saves the models."""
+    import zspace.training.run as run_module
+
+    real_save = run_module.save_model
+    with small_disk("4m") as disk:
+        filled = []
+
+        def filling_save(model, path):
+            if not filled:
+                filled.append(_fill(disk, leave=20_000))
+            return real_save(model, path)
+
+        monkeypatch.setattr(run_module, "save_model", filling_save)
+        config = tiny_run_config(disk / "run", epochs=2)
+        with pytest.raises(DiskFullError, match=r"disk full while writing .*model\.keras .*no model\.keras was "
+                                                r"written") as info:
+            train(config)
+        assert "\n" not in str(info.value)
+        run_dir = disk / "run"
+        assert not (run_dir / "model.keras").exists()
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-0001.keras", "epoch-0002.keras"]
+        assert not [p for p in run_dir.rglob(".tmp-*")]
+        filled[0].unlink()
+        result = train(config)
+        assert result.start_epoch == 2 and (run_dir / "model.keras").is_file()
