@@ -223,3 +223,81 @@ def test_disk_full_at_the_final_save_is_one_line_and_a_rerun_finishes(tmp_path, 
         filled[0].unlink()
         result = train(config)
         assert result.start_epoch == 2 and (run_dir / "model.keras").is_file()
+
+
+def test_analyze_and_encode_on_a_full_disk_are_one_line_and_keep_the_last_analysis(three_epochs, capsys):
+    from zspace.cli import main
+
+    with small_disk("3m") as disk:
+        run_dir = _copy_run(three_epochs, disk / "run")
+        fast = ["--set", "tsne_sizes=[]", "--set", "k_max=4"]
+        assert main(["analyze", str(run_dir), *fast]) == 0
+        before = {name: (run_dir / name).read_bytes() for name in ("analysis.json", "analysis.npz")}
+        filler = _fill(disk, leave=4096)
+        capsys.readouterr()
+        for argv in (["analyze", str(run_dir), *fast], ["encode", str(run_dir), "--out", str(disk / "z.npz")]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("zspace: error: disk full while writing"), err
+        assert {name: (run_dir / name).read_bytes() for name in before} == before
+        assert not (disk / "z.npz").exists() and not list(disk.rglob(".tmp-*"))
+        filler.unlink()
+
+
+# --- Keras' temporaries ------------------------------------------------------------------------------
+
+def test_keras_save_temporaries_live_in_the_run_and_a_killed_saves_are_cleaned(tmp_path, monkeypatch):
+    """Keras makes scratch folders while saving; they go into the run (removed after each save, and at
+    the next start after a kill), never into the system temp directory."""
+    import tempfile
+
+    import keras
+
+    seen = []
+    real_save = keras.Model.save
+
+    def recording_save(self, path, *args, **kwargs):
+        seen.append(Path(tempfile.gettempdir()))
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", recording_save)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    stale = run_dir / "checkpoints" / ".tmp-scratch-killed"  # what a kill mid-save leaves
+    (stale / "assets").mkdir(parents=True)
+    train(tiny_run_config(run_dir, epochs=2))
+    assert seen and all(run_dir in p.parents for p in seen), seen
+    assert not stale.exists() and not list(run_dir.rglob(".tmp-*"))
+    assert Path(tempfile.gettempdir()) not in [p for p in seen]
+
+
+# --- SIGKILL of analyze -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_of_analyze_at_any_moment_leaves_a_readable_pair_or_one_line(three_epochs, tmp_path):
+    """Kills `zspace analyze` at spread-out moments (the later ones inside its saves); after each kill
+    the run loads its analysis (old or new, whole) or refuses in one line, and the next analyze works."""
+    import signal
+
+    from zspace.analysis.records import Analysis
+
+    run_dir = _copy_run(three_epochs, tmp_path / "run")
+    argv = [sys.executable, "-m", "zspace.cli", "analyze", str(run_dir), "--set", "tsne_sizes=[60]", "--set", "k_max=4"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = time.perf_counter()
+    assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+    full = time.perf_counter() - start
+    outcomes = set()
+    for fraction in np.linspace(0.5, 1.0, 6):
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(full * fraction)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        try:
+            outcomes.add(type(Run.open(run_dir).load_analysis()).__name__)
+        except RunError as exc:
+            assert "\n" not in str(exc) and "run `zspace analyze" in str(exc)
+            outcomes.add("refused")
+    assert outcomes <= {Analysis.__name__, "refused"}
+    assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+    assert isinstance(Run.open(run_dir).load_analysis(), Analysis)
