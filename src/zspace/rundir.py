@@ -21,16 +21,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
+import re
 import socket
 import time
-import math
-import re
 import uuid
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -47,6 +47,8 @@ __all__ = ["Run", "run_data", "read_history", "list_checkpoints", "training_conf
 
 # analysis.json / evaluation.json hold summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
 MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
+# A run's config.toml is ~1 KiB.
+MAX_CONFIG_BYTES = 1 * 2**20
 # A history row is ~200 bytes: 64 MiB is hundreds of thousands of epochs.
 MAX_HISTORY_BYTES = 64 * 2**20
 LOCK_FILE = ".zspace.lock"
@@ -104,10 +106,23 @@ def training_config(path: str | Path) -> RunConfig:
     the copy, not the original.
     """
     path = Path(path)
-    config = load_config(path)
     if path.name == "config.toml" and _is_run_directory(path.parent):
-        return config.with_overrides({"run_dir": str(path.parent)})
-    return config
+        return _run_config(path).with_overrides({"run_dir": str(path.parent)})
+    return load_config(path)
+
+
+def _run_config(path: Path) -> RunConfig:
+    """A run directory's config.toml: size-bounded, both sections present, every field checked."""
+    from zspace.config_fields import read_toml
+
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise RunError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**10} KiB; not a run config written by zspace.")
+    data, source = read_toml(path, "config")
+    missing = [f"[{name}]" for name in ("model", "train") if not isinstance(data.get(name), dict)]
+    if missing:
+        raise RunError(f"{path}: not a run config written by zspace (no {' or '.join(missing)} section); "
+                       f"it must hold the run's [model] and [train].")
+    return RunConfig.from_dict(data, source=source)
 
 
 def _is_run_directory(folder: Path) -> bool:
@@ -179,8 +194,13 @@ class Run:
     # --- lazily loaded contents ----------------------------------------------------
     @cached_property
     def config(self) -> RunConfig:
-        """config.toml, with ``run_dir`` this folder: a run is where it is, wherever it was copied from."""
-        return load_config(self.config_path).with_overrides({"run_dir": str(self.root)})
+        """config.toml, with ``run_dir`` this folder: a run is where it is, wherever it was copied from.
+
+        Raises:
+            RunError: the file is far larger than a config, or lacks the [model] / [train] sections
+                that zspace always writes (an empty file would otherwise read as the defaults).
+        """
+        return _run_config(self.config_path).with_overrides({"run_dir": str(self.root)})
 
     @property
     def model(self) -> Autoencoder:
@@ -198,6 +218,10 @@ class Run:
             self._model = load_model(self.model_path)
             self._noise_state = self._model.noise_state()
         return self._model
+
+    def saved_config(self) -> RunConfig:
+        """config.toml as written (its recorded ``run_dir`` included), checked like :attr:`config`."""
+        return _run_config(self.config_path)
 
     def reset_noise(self) -> Autoencoder:
         """The model, with its sampling noise put back to the saved model's state; returns it.
@@ -299,6 +323,8 @@ class Run:
         """run_state.json: learning-rate scale and non-finite events."""
         if self.state_path.is_file():
             try:
+                if self.state_path.stat().st_size > MAX_HISTORY_BYTES:
+                    raise ValueError(f"larger than {MAX_HISTORY_BYTES // 2**20} MiB")
                 state = json.loads(self.state_path.read_text(encoding="utf-8"))
                 if not (isinstance(state.get("lr_scale"), (int, float)) and isinstance(state["nonfinite_events"], list)):
                     raise ValueError("lr_scale must be a number and nonfinite_events a list")

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zspace.config import RunConfig, TrainConfig, load_config
+from zspace.config import RunConfig, TrainConfig
 from zspace.data import Dataset, inference_inputs, task_transform
 from zspace.errors import RunError, TrainingDiverged
 from zspace.models import Autoencoder, build_model
@@ -147,7 +147,7 @@ def _restore_latest(model: Autoencoder, run: Run, config: RunConfig) -> int:
 
 
 def _history_until(run: Run, epoch: int, config: RunConfig) -> list[dict[str, float]]:
-    """history.csv's rows of epochs 1..``epoch`` (the newest checkpoint), one per epoch, in order.
+    """The rows of history.csv for of epochs 1..``epoch`` (the newest checkpoint), one per epoch, in order.
 
     Rows of later epochs (trained past the last checkpoint) are dropped; an exact duplicate row
     is dropped; an epoch with no row gets an empty one (its losses are not in the checkpoint),
@@ -282,7 +282,7 @@ def _remove_if_unused(run: Run) -> None:
 
 def _train_locked(run: Run, config: RunConfig) -> RunResult:
     if run.config_path.exists():
-        changes = _config_differences(load_config(run.config_path), config)
+        changes = _config_differences(run.saved_config(), config)
         if changes:
             raise RunError(
                 f"{run.root} holds a run with a different config; refusing to resume. "
