@@ -147,7 +147,7 @@ def _restore_latest(model: Autoencoder, run: Run, config: RunConfig) -> int:
 
 
 def _history_until(run: Run, epoch: int, config: RunConfig) -> list[dict[str, float]]:
-    """The rows of history.csv for of epochs 1..``epoch`` (the newest checkpoint), one per epoch, in order.
+    """The rows of history.csv for epochs 1..``epoch`` (the newest checkpoint), one per epoch, in order.
 
     Rows of later epochs (trained past the last checkpoint) are dropped; an exact duplicate row
     is dropped; an epoch with no row gets an empty one (its losses are not in the checkpoint),
