@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zspace.config_fields import (Check, Config, at_least, check, config_error, config_field, did_you_mean, each,
                                   in_range, non_empty, parse_toml, positive, read_toml, same_length_as, toml_value)
 from zspace.errors import ConfigError
+from zspace.model_size import check_model_size
 
 __all__ = ["ModelConfig", "TrainConfig", "RunConfig", "AnalysisConfig", "Task", "load_config", "parse_overrides",
            "field_docs"]
@@ -164,6 +165,7 @@ class ModelConfig(Config):
                 f"strides, kernels and padding whose decoder gives back the input's {self.input_shape[0]}x"
                 f"{self.input_shape[1]} from the encoder's {h}x{w} (they give {decoded[0]}x{decoded[1]})",
             )
+        check_model_size(self)  # parameters and activations within the limits (zspace.model_size)
 
     @property
     def encoded_shape(self) -> tuple[int, int, int]:

@@ -210,12 +210,12 @@ class Run:
         whose sampled z must not depend on what ran before.
         """
         if self._model is None:
-            from zspace.models import load_model
+            from zspace.models import load_autoencoder
 
             self.config  # noqa: B018  (the run's config.toml is read and checked first)
             if not self.model_path.is_file():
                 raise RunError(f"{self.root} has no model.keras yet (is training finished?).")
-            self._model = load_model(self.model_path)
+            self._model = load_autoencoder(self.model_path)
             self._noise_state = self._model.noise_state()
         return self._model
 

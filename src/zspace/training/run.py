@@ -17,7 +17,7 @@ from zspace.config import RunConfig, TrainConfig
 from zspace.data import Dataset, inference_inputs, task_transform
 from zspace.errors import RunError, TrainingDiverged
 from zspace.models import Autoencoder, build_model
-from zspace.models.saving import save_model
+from zspace.models.saving import inspect_model_file, save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.rundir import Run, run_data
 from zspace.training.batches import EpochBatches
@@ -132,6 +132,7 @@ def _restore_latest(model: Autoencoder, run: Run, config: RunConfig) -> int:
     checkpoints = run.checkpoints()
     for epoch, path in reversed(checkpoints):
         try:
+            inspect_model_file(path, autoencoder_only=True)  # bounds what load_weights unpacks (zip, HDF5)
             model.load_weights(path)
         except Exception as exc:  # truncated / corrupt file: fall back to the previous one
             _say(config, f"checkpoint {path.name} is unreadable ({type(exc).__name__}); "
