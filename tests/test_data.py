@@ -1,8 +1,10 @@
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from zspace.cli import main
 from zspace.config import ModelConfig
 from zspace.data import check_input_shape, find_local_dataset, load_dataset, read_idx, train_validation_split
 from zspace.data.datasets import Dataset
@@ -175,3 +177,105 @@ def test_download_uses_the_arrays_keras_read(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(DataError, match=r"download failed \(OSError: no network\)"):
         load_dataset("mnist")
+
+
+# --- the range and finiteness of images (issue 12, items 12 and 15) --------------------------------------------------------
+
+_IDX_TYPES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
+              np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+
+
+def write_typed_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, _IDX_TYPES[array.dtype], array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                                          for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def typed_idx_folder(folder: Path, x_train: np.ndarray, x_test: np.ndarray | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    x_test = x_train[:2] if x_test is None else x_test
+    write_typed_idx(folder / "train-images-idx3-ubyte.gz", x_train)
+    write_typed_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(len(x_train), dtype=np.uint8) % 10)
+    write_typed_idx(folder / "t10k-images-idx3-ubyte.gz", x_test)
+    write_typed_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(len(x_test), dtype=np.uint8) % 10)
+    return folder
+
+
+def test_float_idx_images_in_unit_range_are_taken_as_they_are(tmp_path):
+    x = np.random.default_rng(0).random((6, 5, 5)).astype(">f4")
+    data = load_dataset(f"idx:{typed_idx_folder(tmp_path / 'f', x)}")
+    np.testing.assert_array_equal(data.x_train[..., 0], x.astype(np.float32))  # not divided by 255 again
+    assert data.x_train.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype, values, message", [
+    (">f4", [0.0, 2.0], r"pixel values span \[0, 2\]; >f4 images must lie in \[0, 1\]"),
+    (">f8", [-0.5, 1.0], r"pixel values span \[-0.5, 1\]; >f8 images must lie in \[0, 1\]"),
+    (">f4", [0.0, 255.0], r"pixel values span \[0, 255\]; >f4 images must lie in \[0, 1\]"),
+    (">i2", [0, 300], r"pixel values span \[0, 300\]; >i2 images must lie in \[0, 255\]"),
+    ("i1", [-3, 100], r"pixel values span \[-3, 100\]; int8 images must lie in \[0, 255\]"),
+])
+def test_idx_images_out_of_their_range_are_refused(tmp_path, dtype, values, message):
+    x = np.zeros((4, 3, 3), dtype)
+    x[1, 0, 0], x[2, 1, 1] = values
+    folder = typed_idx_folder(tmp_path / "bad", x, np.zeros((2, 3, 3), dtype))
+    with pytest.raises(DataError, match=rf"bad/train-images-idx3-ubyte.gz: {message}"):
+        load_dataset(f"idx:{folder}")
+
+
+def test_idx_integer_images_within_0_255_are_scaled(tmp_path):
+    x = np.array([[[0, 255], [51, 102]]] * 3, ">i2")
+    data = load_dataset(f"idx:{typed_idx_folder(tmp_path / 'i', x)}")
+    np.testing.assert_allclose(data.x_train[0, ..., 0], [[0, 1], [0.2, 0.4]], rtol=1e-6)
+
+
+def test_non_finite_idx_images_are_refused_with_their_count(tmp_path):
+    x = np.full((5, 4, 4), 0.5, ">f4")
+    x[0, 0, 0], x[3, 2, 1], x[4, 3, 3] = np.nan, np.inf, -np.inf
+    folder = typed_idx_folder(tmp_path / "nan", x, np.zeros((2, 4, 4), ">f4"))
+    with pytest.raises(DataError, match=r"nan/train-images-idx3-ubyte.gz: 3 of 80 pixel values are not finite "
+                                        r"\(NaN or inf\)"):
+        load_dataset(f"idx:{folder}")
+
+
+def test_non_finite_in_memory_images_are_refused_in_blocks(monkeypatch):
+    import zspace.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "_CHECK_BLOCK", 50)  # many blocks: the count spans them all
+    x = np.zeros((40, 4, 4, 1), np.float32)
+    x[0, 0, 0, 0] = x[17, 1, 2, 0] = x[39, 3, 3, 0] = np.nan
+    x[20, 0, 0, 0] = np.inf
+    with pytest.raises(DataError, match=r"dataset 'poisoned' \(memory\) x_train: 4 of 640 pixel values are not finite"):
+        Dataset("poisoned", "memory", x, None)
+    with pytest.raises(DataError, match=r"x_test: 1 of 640"):
+        Dataset("poisoned", "memory", np.zeros_like(x), None, x_test=np.where(np.isinf(x), x, 0))
+    Dataset("clean", "memory", np.zeros_like(x), None, x_test=np.ones((3, 4, 4, 1), np.uint8))  # uint8: not looked at
+
+
+def test_mnist_npz_is_checked_like_the_idx_files(tmp_path):
+    good = np.zeros((3, 4, 4), np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=np.full((3, 4, 4), np.nan), y_train=np.arange(3), x_test=good,
+             y_test=np.arange(3))
+    with pytest.raises(DataError, match=r"mnist.npz\[x_train\]: 48 of 48 pixel values are not finite"):
+        load_dataset("mnist", data_dir=tmp_path / "mnist.npz")
+    np.savez(tmp_path / "mnist.npz", x_train=good, y_train=np.arange(3))
+    with pytest.raises(DataError, match=r"mnist.npz: no array x_test, y_test"):
+        load_dataset("mnist", data_dir=tmp_path / "mnist.npz")
+    np.savez(tmp_path / "mnist.npz", x_train=np.array([object()] * 3), y_train=np.arange(3), x_test=good,
+             y_test=np.arange(3))
+    with pytest.raises(DataError, match=r"mnist.npz: not a readable MNIST .npz"):
+        load_dataset("mnist", data_dir=tmp_path / "mnist.npz")
+
+
+def test_idx_range_error_is_one_cli_line(tmp_path, capsys):
+    from conftest import tiny_run_config
+
+    x = np.full((20, 8, 8), 3.0, ">f4")
+    folder = typed_idx_folder(tmp_path / "too-bright", x)
+    config = tmp_path / "run.toml"
+    config.write_text(tiny_run_config(tmp_path / "run", dataset=f"idx:{folder}").to_toml())
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pixel values span [3, 3]; >f4 images must lie in [0, 1]" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -3,14 +3,22 @@
 A cache folder holds ``manifest.json`` and, per shard, ``<name>.images.npy`` (uint8
 (n, H, W, C), read with ``os.pread``) and ``<name>.meta.npz`` (file names, split, labels,
 attributes). Nothing is unpickled: ``np.load(..., allow_pickle=False)`` throughout.
+
+Every file is treated as possibly hostile: the manifest is read only up to
+:data:`MAX_MANIFEST_BYTES` and checked field by field (:func:`read_manifest`), a shard is
+only ever a plain file of the cache folder itself, listed once, and the arrays of a
+``.meta.npz`` are checked from their headers before they are read.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import weakref
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +26,126 @@ import numpy as np
 
 from zspace.errors import DataError
 
-__all__ = ["Shard", "ShardedImages", "CacheContents", "read_cache", "MANIFEST", "CACHE_FORMAT", "SPLITS"]
+__all__ = ["Shard", "ShardedImages", "CacheContents", "read_cache", "read_manifest", "check_manifest",
+           "max_manifest_bytes", "MANIFEST", "CACHE_FORMAT", "SPLITS", "MAX_MANIFEST_BYTES", "SHARD_NAME"]
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "zspace-image-cache"
 SPLITS = ("train", "valid", "test")
+# A manifest of a million-image cache with 1 % bad files is about 2 MiB; larger ones are refused
+# unread. Environment variable ZSPACE_MAX_MANIFEST_BYTES, read at each call, overrides it.
+MAX_MANIFEST_BYTES = 64 * 2**20
+# The only shard names `zspace prepare` writes: "shard-" and an index; never a path.
+SHARD_NAME = re.compile(r"shard-[0-9]{5,9}")
+_MAX_SIZE = 2**16         # side of a cached image, pixels: bounds what a manifest can make us allocate
+_MAX_NAME_CHARS = 4096    # characters of one file name in a .meta.npz
+# What numpy and zipfile raise on a damaged .npy / .npz (corrupt archive, bad header, missing member).
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+
+
+def max_manifest_bytes() -> int:
+    """:data:`MAX_MANIFEST_BYTES`, or the environment variable ``ZSPACE_MAX_MANIFEST_BYTES`` when set."""
+    value = os.environ.get("ZSPACE_MAX_MANIFEST_BYTES", "")
+    try:
+        return int(value) if value else MAX_MANIFEST_BYTES
+    except ValueError:
+        raise DataError(f"ZSPACE_MAX_MANIFEST_BYTES must be a number of bytes. Received: {value!r}") from None
+
+
+def _show(value) -> str:
+    """repr of a manifest value, cut to 80 characters (a hostile one may be long)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_shard_entry(entry, number: int, path: Path) -> str | None:
+    """What is wrong with the shard entry ``number`` of a manifest, or None."""
+    if not isinstance(entry, dict):
+        return f"shard entry {number} is a {type(entry).__name__}, not an object"
+    name = entry.get("name")
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+        return f"shard entry {number} has name {_show(name)}; expected 'shard-' and a number (a file of the cache folder)"
+    count, split_counts, bad = entry.get("count"), entry.get("split_counts"), entry.get("bad")
+    if not isinstance(entry.get("plan"), str):
+        return f"shard entry {number} ({name}) has no 'plan' string"
+    if not _is_int(count) or count < 0:
+        return f"shard entry {number} ({name}) has count {_show(count)}; expected an integer >= 0"
+    if not (isinstance(split_counts, list) and len(split_counts) == len(SPLITS)
+            and all(_is_int(c) and c >= 0 for c in split_counts) and sum(split_counts) == count):
+        return (f"shard entry {number} ({name}) has split_counts {_show(split_counts)}; expected {len(SPLITS)} "
+                f"counts >= 0 summing to count={count}")
+    if not (isinstance(bad, list) and all(isinstance(b, list) and len(b) == 2 and _is_str_list(b) for b in bad)):
+        return f"shard entry {number} ({name}) has a 'bad' field that is not a list of [path, reason] pairs"
+    return None
+
+
+def check_manifest(manifest, path: Path) -> dict:
+    """Returns ``manifest`` (parsed JSON) if it has the fields and types zspace writes; else DataError.
+
+    Each shard entry must name a shard file (``shard-NNNNN``), once.
+    """
+    def refuse(what: str) -> DataError:
+        return DataError(f"{path}: {what}; not a manifest written by `zspace prepare`.")
+
+    if not isinstance(manifest, dict):
+        raise refuse(f"holds a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format") != CACHE_FORMAT:
+        raise refuse(f"format is {_show(manifest.get('format'))}, not {CACHE_FORMAT!r}")
+    size, channels, shards = manifest.get("size"), manifest.get("channels"), manifest.get("shards")
+    if not isinstance(manifest.get("complete"), bool):
+        raise refuse("'complete' is not true or false")
+    if not _is_int(size) or not 1 <= size <= _MAX_SIZE:
+        raise refuse(f"size is {_show(size)}; expected an integer in [1, {_MAX_SIZE}]")
+    if not _is_int(channels) or not 1 <= channels <= 4:
+        raise refuse(f"channels is {_show(channels)}; expected 1 to 4")
+    for key in ("attribute_names", "label_names"):
+        if not _is_str_list(manifest.get(key, [])):
+            raise refuse(f"{key!r} is not a list of strings")
+    if not isinstance(shards, list):
+        raise refuse("'shards' is not a list")
+    seen = set()
+    for number, entry in enumerate(shards):
+        problem = _check_shard_entry(entry, number, path)
+        if problem:
+            raise refuse(problem)
+        if entry["name"] in seen:
+            raise refuse(f"shard entry {number} ({entry['name']}) is listed twice")
+        seen.add(entry["name"])
+    return manifest
+
+
+def read_manifest(path: Path) -> dict:
+    """Reads and checks a cache manifest (at most :func:`max_manifest_bytes` bytes).
+
+    Raises:
+        DataError: too large, not UTF-8 JSON, or not the fields zspace writes; names ``path``.
+    """
+    limit = max_manifest_bytes()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a manifest file.") from None
+    if len(data) > limit:
+        raise DataError(f"{path}: larger than {limit} bytes (ZSPACE_MAX_MANIFEST_BYTES); "
+                        f"not a manifest written by `zspace prepare`.")
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); not a manifest written by "
+                        f"`zspace prepare`.") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[...]]]]
+        reason = str(exc)[:200] if isinstance(exc, ValueError) else "nested too deeply"
+        raise DataError(f"{path}: not valid JSON ({reason}).") from None
+    return check_manifest(manifest, path)
 
 
 @dataclass(frozen=True)
@@ -213,12 +336,69 @@ class CacheContents:
         self.close()
 
 
+def _shard_file(folder: Path, real_folder: Path, manifest_path: Path, name: str, suffix: str,
+                seen: dict[tuple[int, int], str]) -> Path:
+    """The file ``name + suffix`` of the cache folder; DataError if it lies elsewhere or is used twice.
+
+    ``real_folder`` is ``folder`` with its links resolved; ``seen`` maps the (device, inode) of the
+    files already taken to their names, so no file serves twice (hard or symbolic links).
+    """
+    path = folder / f"{name}{suffix}"
+    try:
+        real = path.resolve(strict=True)
+        stat = real.stat()
+    except (OSError, RuntimeError):  # missing, or a loop of links
+        raise DataError(f"{manifest_path}: shard {name}: {path.name} is missing or unreadable.") from None
+    if real.parent != real_folder:
+        raise DataError(f"{manifest_path}: shard {name}: {path.name} is a link to {real}, outside the cache folder.")
+    identity = (stat.st_dev, stat.st_ino)
+    if identity in seen:
+        raise DataError(f"{manifest_path}: shard {name}: {path.name} is the same file as {seen[identity]}.")
+    seen[identity] = path.name
+    return path
+
+
+def _peek_npz_member(meta, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of array ``key`` of an open .npz, from its header only (nothing allocated)."""
+    with meta.zip.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    return shape, dtype
+
+
+def _read_meta(meta_path: Path, count: int, n_attributes: int, n_splits: int):
+    """(files, split, labels, attributes) of a shard of ``count`` images, checked; DataError otherwise."""
+    expected = {"files": ((count,), "U"), "split": ((count,), "iu"), "labels": ((count,), "iu"),
+                "attributes": ((count, n_attributes), "iu")}
+    with open(meta_path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # else np.load would read a whole .npy, of any size
+            raise DataError(f"{meta_path}: not the .npz (zip) archive `zspace prepare` writes.")
+    with np.load(meta_path, allow_pickle=False) as meta:
+        for key, (shape, kinds) in expected.items():
+            found_shape, dtype = _peek_npz_member(meta, key)
+            too_wide = dtype.itemsize > (4 * _MAX_NAME_CHARS if key == "files" else 8)
+            if tuple(found_shape) != shape or dtype.kind not in kinds or too_wide:
+                raise DataError(f"{meta_path}: {key} is {dtype} {tuple(found_shape)}; expected {shape} "
+                                f"({'text' if key == 'files' else 'integers'}) for the manifest's {count} images.")
+        files, split, labels, attributes = (meta[k] for k in expected)
+    if count and (split.min() < 0 or split.max() >= n_splits):
+        raise DataError(f"{meta_path}: split values span [{split.min()}, {split.max()}]; expected 0 to {n_splits - 1}.")
+    if count and labels.min() < -1:
+        raise DataError(f"{meta_path}: label {labels.min()}; expected -1 (none) or a label index >= 0.")
+    if attributes.size and (attributes.min() < -1 or attributes.max() > 1):
+        raise DataError(f"{meta_path}: attribute values span [{attributes.min()}, {attributes.max()}]; "
+                        f"expected 1, -1 or 0 (unknown).")
+    return files, split, labels, attributes
+
+
 def read_cache(folder: str | Path) -> CacheContents:
     """Opens a complete cache written by ``zspace prepare``.
 
     Raises:
         FileNotFoundError: no such folder or no manifest.
-        DataError: not a zspace cache, unfinished, or a shard that does not match the manifest.
+        DataError: not a zspace cache, unfinished, a damaged or hostile manifest (a shard outside
+            the folder or listed twice), or a shard that does not match the manifest.
     """
     folder = Path(folder)
     manifest_path = folder / MANIFEST
@@ -226,29 +406,28 @@ def read_cache(folder: str | Path) -> CacheContents:
         raise FileNotFoundError(f"cache folder not found: {folder}")
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{folder} has no {MANIFEST}: not a prepared cache (run `zspace prepare`).")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{manifest_path}: not valid JSON ({exc}).") from None
-    if manifest.get("format") != CACHE_FORMAT:
-        raise DataError(f"{manifest_path}: not a zspace image cache (format={manifest.get('format')!r}).")
-    if not manifest.get("complete"):
+    manifest = read_manifest(manifest_path)
+    if not manifest["complete"]:
         raise DataError(f"{folder}: preparation has not finished; rerun the same `zspace prepare` command.")
     if not manifest["shards"]:
         raise DataError(f"{folder}: the cache holds no images.")
+    real_folder, seen = folder.resolve(), {}
+    n_attributes = len(manifest.get("attribute_names", []))
     shards, files, split, labels, attributes = [], [], [], [], []
     for entry in manifest["shards"]:
-        images_path, meta_path = folder / f"{entry['name']}.images.npy", folder / f"{entry['name']}.meta.npz"
+        name = entry["name"]
+        images_path = _shard_file(folder, real_folder, manifest_path, name, ".images.npy", seen)
+        meta_path = _shard_file(folder, real_folder, manifest_path, name, ".meta.npz", seen)
         try:
             shard = Shard.open(images_path)
-            with np.load(meta_path, allow_pickle=False) as meta:
-                parts = (meta["files"], meta["split"], meta["labels"], meta["attributes"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{folder}: shard {entry['name']} cannot be read ({exc}).") from None
+            parts = _read_meta(meta_path, entry["count"], n_attributes, len(SPLITS))
+        except _UNREADABLE as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{folder}: shard {name} cannot be read ({exc}).") from None
         expected = (entry["count"], manifest["size"], manifest["size"], manifest["channels"])
         size = images_path.stat().st_size - shard.offset
-        if (shard.count, *shard.image_shape) != expected or len(parts[0]) != entry["count"] or \
-                size != shard.count * int(np.prod(shard.image_shape)):
+        if (shard.count, *shard.image_shape) != expected or size != shard.count * int(np.prod(shard.image_shape)):
             raise DataError(f"{images_path}: holds {(shard.count, *shard.image_shape)} ({size} bytes), "
                             f"the manifest says {expected} uint8.")
         shards.append(shard)
@@ -256,7 +435,7 @@ def read_cache(folder: str | Path) -> CacheContents:
             store.append(part)
     labels = np.concatenate(labels).astype(np.int64)
     n_names = len(manifest.get("label_names", []))
-    if n_names and labels.max() >= n_names:
+    if n_names and labels.size and labels.max() >= n_names:
         raise DataError(f"{manifest_path}: names {n_names} labels but the shards hold label {labels.max()}.")
     return CacheContents(
         manifest, ShardedImages(shards), np.concatenate(files), np.concatenate(split).astype(np.int8),

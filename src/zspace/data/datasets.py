@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -57,6 +59,9 @@ class Dataset:
         attribute_names: names of binary attributes (CelebA's 40), or ().
         a_train, a_test: int8 (N, A) attributes (+1 / -1, 0 unknown), or None.
         label_names: the name of each label value (``label_names[y]``), or () when unknown.
+
+    Raises:
+        DataError: float images holding NaN or inf (they would stop training at its first step).
     """
 
     name: str
@@ -69,6 +74,11 @@ class Dataset:
     a_train: np.ndarray | None = None
     a_test: np.ndarray | None = None
     label_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for split, images in (("x_train", self.x_train), ("x_test", self.x_test)):
+            if isinstance(images, np.ndarray):  # a cache's ShardedImages are uint8 on disk: always finite
+                check_finite(images, f"dataset {self.name!r} ({self.source}) {split}")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -93,12 +103,64 @@ def keras_cache_dir() -> Path:
     return Path(home) / "datasets"
 
 
+# Values per block of the finiteness and range checks: 16 MiB of float32 at a time, so a check
+# of a large array needs no full-size temporary.
+_CHECK_BLOCK = 2**22
+
+
+def _blocks(images: np.ndarray) -> Iterator[np.ndarray]:
+    """``images`` in blocks of whole rows (along axis 0) of about _CHECK_BLOCK values."""
+    row = max(1, int(np.prod(images.shape[1:])))
+    step = max(1, _CHECK_BLOCK // row)
+    for start in range(0, len(images), step):
+        yield images[start:start + step]
+
+
+def count_nonfinite(images: np.ndarray) -> int:
+    """How many values of a float array are NaN or +-inf (0 for integer arrays), block by block."""
+    if images.dtype.kind != "f":
+        return 0
+    return sum(int(block.size - np.count_nonzero(np.isfinite(block))) for block in _blocks(images))
+
+
+def check_finite(images: np.ndarray, source: str) -> None:
+    """Raises DataError naming ``source`` when a float image array holds NaN or inf."""
+    bad = count_nonfinite(images)
+    if bad:
+        raise DataError(f"{source}: {bad} of {images.size} pixel values are not finite (NaN or inf); "
+                        f"images must hold numbers in [0, 1].")
+
+
+def _value_range(images: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a non-empty array, block by block."""
+    lows, highs = zip(*((block.min(), block.max()) for block in _blocks(images)))
+    return float(min(lows)), float(max(highs))
+
+
 def _to_images(raw: np.ndarray, source: str) -> np.ndarray:
-    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, H, W, C) in [0, 1]."""
+    """Images as their file stores them -> float32 (N, H, W, C) in [0, 1].
+
+    uint8 is 0..255 by its type; other integer types must hold 0..255 too (both are divided by
+    255); float types must already lie in [0, 1]. Raises DataError naming ``source``, the range
+    found and the range expected (a float image out of [0, 1] trains to a negative loss).
+    """
     if raw.ndim == 3:
         raw = raw[..., None]
     if raw.ndim != 4:
         raise DataError(f"{source}: expected images of shape (N, H, W) or (N, H, W, C); got {raw.shape}.")
+    kind = raw.dtype.kind
+    if kind not in "uif":
+        raise DataError(f"{source}: images of type {raw.dtype}; expected integers 0..255 or floats in [0, 1].")
+    if kind == "f":
+        check_finite(raw, source)
+    if raw.dtype != np.uint8 and raw.size:
+        low, high = _value_range(raw)
+        expected = (0.0, 1.0) if kind == "f" else (0.0, 255.0)
+        if low < expected[0] or high > expected[1]:
+            raise DataError(f"{source}: pixel values span [{low:g}, {high:g}]; {raw.dtype} images must lie in "
+                            f"[{expected[0]:g}, {expected[1]:g}].")
+    if kind == "f":
+        return raw.astype(np.float32)
     return raw.astype(np.float32) / 255.0
 
 
@@ -116,12 +178,20 @@ def _has_idx(folder: Path) -> bool:
 def _from_uint8(name: str, source: str, x_train, y_train, x_test, y_test,
                 label_names: tuple[str, ...] = ()) -> Dataset:
     """A Dataset of uint8 (N, H, W[, C]) images and (N,) labels."""
+    return _from_arrays(name, source, _to_images(x_train, source), y_train, _to_images(x_test, source), y_test,
+                        label_names)
+
+
+def _from_arrays(name: str, source: str, x_train, y_train, x_test, y_test,
+                 label_names: tuple[str, ...] = ()) -> Dataset:
+    """A Dataset of float32 (N, H, W, C) images in [0, 1] and (N,) labels."""
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) != len(y):
             raise DataError(f"{source}: {split} split has {len(x)} images but {len(y)} labels.")
-    return Dataset(name, source, _to_images(x_train, source), np.asarray(y_train, dtype=np.int64),
-                   _to_images(x_test, source), np.asarray(y_test, dtype=np.int64),
-                   label_names=label_names)
+        if np.asarray(y).dtype.kind not in "iu":
+            raise DataError(f"{source}: {split} labels of type {np.asarray(y).dtype}; expected integers.")
+    return Dataset(name, source, x_train, np.asarray(y_train, dtype=np.int64), x_test,
+                   np.asarray(y_test, dtype=np.int64), label_names=label_names)
 
 
 def _load_idx_folder(name: str, folder: Path, label_names: tuple[str, ...] = ()) -> Dataset:
@@ -130,15 +200,26 @@ def _load_idx_folder(name: str, folder: Path, label_names: tuple[str, ...] = ())
         path = _find_idx(folder, stem)
         if path is None:
             raise FileNotFoundError(f"{folder}: missing IDX file {stem}(.gz) for dataset {name!r}")
-        arrays[key] = read_idx(path)
-    return _from_uint8(name, str(folder), arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                       label_names)
+        raw = read_idx(path)
+        arrays[key] = _to_images(raw, str(path)) if key.startswith("x_") else raw
+    return _from_arrays(name, str(folder), arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                        label_names)
 
 
 def _load_mnist_npz(path: Path) -> Dataset:
-    with np.load(path, allow_pickle=False) as data:
-        return _from_uint8("mnist", str(path), data["x_train"], data["y_train"], data["x_test"], data["y_test"],
-                           LABEL_NAMES["mnist"])
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in getattr(data, "files", ())]
+            if missing:
+                raise DataError(f"{path}: no array {', '.join(missing)}; expected MNIST's {', '.join(keys)}.")
+            arrays = {k: data[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # damaged, or object arrays (pickles)
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: not a readable MNIST .npz ({str(exc)[:200]}).") from None
+    return _from_arrays("mnist", str(path), _to_images(arrays["x_train"], f"{path}[x_train]"), arrays["y_train"],
+                        _to_images(arrays["x_test"], f"{path}[x_test]"), arrays["y_test"], LABEL_NAMES["mnist"])
 
 
 def find_local_dataset(name: str, data_dir: str | Path = "") -> Path | None:

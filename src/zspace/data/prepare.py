@@ -2,22 +2,35 @@
 
 Images are cropped (centre square by default, or a fixed box), resized with area averaging,
 and written in shards of ``shard_size`` images using all cores. Bad files (zero bytes,
-truncated or corrupt, not an image, decompression bombs, too small for the crop box) are
-reported by path and reason and skipped; the user's files are only ever read.
+truncated or corrupt, not a JPEG / PNG, decompression bombs, too small for the crop box) are
+reported by path and reason and skipped; the user's files are only ever read. Pixels are
+converted by their real bit depth: 16-bit grey is scaled to 8 bits (not clipped), 1-bit and
+palette images are expanded, and transparent pixels are composited onto :data:`ALPHA_BACKGROUND`.
 
 An interrupted preparation resumes: the shard plan is a pure function of the sorted file
 list and the parameters, every shard is committed atomically and recorded in the manifest
-after it, so a rerun keeps the finished shards and does only the rest.
+after it, so a rerun keeps the finished shards and does only the rest, and removes the
+temporaries a killed run left. The worker processes end with the preparing process, however
+it ends (SIGKILL included). One preparation at a time writes a cache folder (a lock file).
+A full disk stops the preparation with one line naming the folder; the finished shards stay.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
+import signal
+import sys
+import threading
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +39,30 @@ import numpy as np
 from PIL import Image
 
 from zspace.config_fields import Config, at_least, check, config_field, in_range, positive
-from zspace.data.cache import CACHE_FORMAT, MANIFEST, SPLITS
-from zspace.errors import DataError
-from zspace.storage import atomic_path, atomic_write_text
+from zspace.data.cache import CACHE_FORMAT, MANIFEST, SPLITS, read_manifest
+from zspace.errors import CacheDirError, DataError, ZspaceError
+from zspace.storage import TEMP_PREFIX, atomic_path, atomic_write_text
 
 __all__ = ["PrepareConfig", "PrepareResult", "prepare_celeba", "prepare_images", "load_image",
-           "read_celeba_attributes", "read_celeba_partition", "IMAGE_SUFFIXES"]
+           "read_celeba_attributes", "read_celeba_partition", "IMAGE_SUFFIXES", "ALPHA_BACKGROUND",
+           "MAX_ANNOTATION_BYTES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The decoders a file may choose by its content (Pillow's JPEG one also opens cameras' MPO files).
+_FORMATS = ("JPEG", "PNG")
 BAD_REPORT = "bad_files.tsv"
+LOCK_FILE = ".prepare.lock"
+# Transparent pixels (PNG alpha, a palette's or a colour key's transparency) are composited onto
+# this RGB colour: black, what premultiplied alpha gives.
+ALPHA_BACKGROUND = (0, 0, 0)
+# list_attr_celeba.txt is 26 MB for CelebA's 202,599 images; larger annotation files are refused
+# unread. Environment variable ZSPACE_MAX_ANNOTATION_BYTES, read at each call, overrides it.
+MAX_ANNOTATION_BYTES = 512 * 2**20
+# The temporaries of a killed preparation (the atomic writes of shards, manifest, bad-file list).
+_OWN_TEMPORARIES = tuple(f"{TEMP_PREFIX}{stem}-" for stem in ("shard", Path(MANIFEST).stem, Path(BAD_REPORT).stem))
+_PARENT_POLL_SECONDS = 0.5  # how often a worker checks that the preparing process still lives
+_PR_SET_PDEATHSIG = 1       # from <linux/prctl.h>
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # no space; over the disk quota
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,28 @@ class PrepareResult:
 # --- one image (runs in worker processes) -----------------------------------------------
 
 
+def _to_eight_bits(values: np.ndarray) -> np.ndarray:
+    """16-bit samples (any integer dtype, 0..65535) -> uint8, rounded: v * 255 / 65535 = v / 257."""
+    wide = np.clip(values, 0, 65535).astype(np.uint32)
+    return ((wide + 128) // 257).astype(np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any decoded JPEG / PNG -> 8-bit RGB, by the image's real bit depth.
+
+    16-bit grey (modes I;16, I;16B, I;16L, and I of older Pillow) is scaled to 8 bits, not
+    clipped; 1-bit, grey, palette, CMYK expand to RGB; alpha and transparency keys are
+    composited onto :data:`ALPHA_BACKGROUND`. (Pillow itself scales 16-bit RGB(A) to 8 bits.)
+    """
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        img = Image.fromarray(_to_eight_bits(np.asarray(img)), "L")  # its transparency key no longer applies
+    elif img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")  # applies a palette's or a colour key's transparency
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
 def load_image(path: str, size: int, crop, max_pixels: int):
     """Returns (uint8 (size, size, 3) array, "") or (None, reason) for one file."""
     try:
@@ -82,16 +132,16 @@ def load_image(path: str, size: int, crop, max_pixels: int):
             return None, "empty file (0 bytes)"
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     return None, f"decompression bomb: {width}x{height} pixels is above max_pixels={max_pixels}"
                 img.load()  # decodes everything: a truncated file fails here
-                rgb = img.convert("RGB")
+                rgb = _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return None, f"decompression bomb: {exc}"
     except Image.UnidentifiedImageError:
-        return None, "not an image (unknown format)"
+        return None, "not an image (no JPEG or PNG data)"
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports corrupt data as these
         return None, f"corrupt or truncated image: {exc}"
     if crop is None:
@@ -110,15 +160,104 @@ def _load_star(args):
     return load_image(*args)
 
 
+def _set_parent_death_signal(signum: int) -> bool:
+    """Linux: the kernel sends ``signum`` to this process when its parent ends. False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no libc with prctl: the watch thread alone
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Ends this process once its parent is gone (it is then adopted: the parent pid changes)."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: the worker ends with the preparing process, however that ends.
+
+    A worker blocks on the task queue, whose pipe it holds both ends of, so it would never see
+    the parent go: without this, a SIGKILLed ``zspace prepare`` left its workers running forever.
+    The parent-death signal covers Linux, a thread that polls the parent pid everything else.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent stops the pool
+    _set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the signal was set up
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="zspace-watch-parent").start()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) in the main thread while inside, so ``finally`` blocks run:
+    the pool is shut down and temporaries are removed. A second SIGTERM kills as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def unwind(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --- annotations ---------------------------------------------------------------------------
 
 
+def max_annotation_bytes() -> int:
+    """:data:`MAX_ANNOTATION_BYTES`, or the environment variable ``ZSPACE_MAX_ANNOTATION_BYTES`` when set."""
+    value = os.environ.get("ZSPACE_MAX_ANNOTATION_BYTES", "")
+    try:
+        return int(value) if value else MAX_ANNOTATION_BYTES
+    except ValueError:
+        raise DataError(f"ZSPACE_MAX_ANNOTATION_BYTES must be a number of bytes. Received: {value!r}") from None
+
+
+def _read_annotation_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 annotation file of at most :func:`max_annotation_bytes` bytes; DataError otherwise."""
+    limit = max_annotation_bytes()
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise DataError(f"{path}: larger than {limit} bytes (ZSPACE_MAX_ANNOTATION_BYTES); not {what}.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); "
+                        f"expected {what}.") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: a binary file (it holds NUL bytes); expected {what}.")
+    return text.splitlines()
+
+
+_ATTRIBUTE_VALUES = {"1": 1, "-1": -1, "0": 0, "+1": 1}
+
+
 def read_celeba_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """list_attr_celeba.txt -> (40 attribute names, {file name: int8 (40,) of +1 / -1})."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """list_attr_celeba.txt -> (attribute names, {file name: int8 (A,) of +1 / -1, 0 = unknown}).
+
+    Raises:
+        DataError: not UTF-8 text, too large, duplicate names, a row of the wrong length or a
+            value other than 1, -1 or 0 (unknown); names the file, line and value.
+    """
+    what = "CelebA's list_attr_celeba.txt (a count line, a line of attribute names, then '<file> 1 -1 ...' rows)"
+    lines = _read_annotation_lines(path, what)
     if len(lines) < 2:
         raise DataError(f"{path}: expected a count line and a header line of attribute names.")
     names = lines[1].split()
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"{path}:2: attribute names must be unique; {', '.join(duplicates[:5])} repeated.")
     table = {}
     for number, line in enumerate(lines[2:], start=3):
         parts = line.split()
@@ -126,22 +265,25 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]
             continue
         if len(parts) != len(names) + 1:
             raise DataError(f"{path}:{number}: expected a file name and {len(names)} values, got {len(parts)} fields.")
-        try:
-            table[parts[0]] = np.array([int(v) for v in parts[1:]], dtype=np.int8)
-        except ValueError:
-            raise DataError(f"{path}:{number}: attribute values must be 1 or -1.") from None
+        values = [_ATTRIBUTE_VALUES.get(v) for v in parts[1:]]
+        if None in values:
+            column = values.index(None)
+            raise DataError(f"{path}:{number}: {names[column]} of {parts[0]} is {parts[1 + column][:40]!r}; "
+                            f"attribute values must be 1 or -1 (0 = unknown).")
+        table[parts[0]] = np.array(values, dtype=np.int8)
     return names, table
 
 
 def read_celeba_partition(path: Path) -> dict[str, int]:
     """list_eval_partition.txt -> {file name: 0 train / 1 valid / 2 test}."""
     table = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = _read_annotation_lines(path, "CelebA's list_eval_partition.txt ('<file> <0|1|2>' rows)")
+    for number, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-            raise DataError(f"{path}:{number}: expected '<file> <0|1|2>'. Received: {line!r}")
+            raise DataError(f"{path}:{number}: expected '<file> <0|1|2>'. Received: {line[:200]!r}")
         table[parts[0]] = int(parts[1])
     return table
 
@@ -167,28 +309,145 @@ class _Source:
     kind: str
 
 
+# Part of every shard plan: a change of how pixels are decoded (2: 16-bit grey scaled, alpha
+# composited) must not let a rerun mix shards of two conventions in one cache.
+_DECODE_VERSION = 2
+
+
 def _plan_hash(names: Iterable[str], config: PrepareConfig, kind: str) -> str:
-    digest = hashlib.sha256(f"{kind}|{config.size}|{config.crop}|{config.max_pixels}\n".encode())
+    digest = hashlib.sha256(f"{kind}|{config.size}|{config.crop}|{config.max_pixels}|d{_DECODE_VERSION}\n".encode())
     for name in names:
         digest.update(name.encode() + b"\n")
     return digest.hexdigest()[:16]
 
 
-def _read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST
-    if not path.is_file():
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.1f} MiB"
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+@contextlib.contextmanager
+def _writing(out: Path, what: str) -> Iterator[None]:
+    """Turns an OSError of writing ``what`` into one CacheDirError line naming the folder (and the
+    free space when the disk is full). The atomic writes leave the previous files and no temporary."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ZspaceError):
+            raise
+        try:
+            free = f"{_mib(_free_bytes(out))} free"
+        except OSError:
+            free = "free space unknown"
+        if exc.errno in _DISK_FULL:
+            raise CacheDirError(
+                f"{out}: no space left on the device while writing {what} ({free}); the finished shards "
+                f"are kept: free some space or choose another --out, and rerun the same command."
+            ) from None
+        raise CacheDirError(f"{out}: cannot write {what}: {exc.strerror or exc} ({free}).") from None
+
+
+def _open_cache_folder(out: Path) -> dict | None:
+    """Creates ``out`` if needed; returns the manifest of an earlier preparation there, or None.
+
+    Raises:
+        CacheDirError: ``out`` is a file or cannot be created.
+        DataError: ``out`` holds a manifest.json that is not a zspace cache's (it is not overwritten).
+    """
+    if out.exists() and not out.is_dir():
+        raise CacheDirError(f"{out}: exists and is not a folder; --out must be a folder for the cache "
+                            f"(a new or an empty one, or an earlier cache to resume).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheDirError(f"{out}: the cache folder cannot be created: {exc.strerror or exc}.") from None
+    manifest_path = out / MANIFEST
+    if not manifest_path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
+        return read_manifest(manifest_path)
+    except DataError as exc:
+        raise DataError(f"{exc} Refusing to write into {out}: choose a new or empty folder for --out.") from None
+
+
+@contextlib.contextmanager
+def _only_writer(out: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``out`` (``.prepare.lock``): a second preparation of the same
+    folder stops with one line instead of writing the same shards (and removing the other's
+    temporaries). The kernel releases the lock when the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking
+        yield
+        return
+    with _writing(out, LOCK_FILE), open(out / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{out}: another `zspace prepare` is writing this cache; wait for it to finish "
+                            f"or choose another --out.") from None
+        yield
+
+
+def _remove_own_temporaries(out: Path) -> list[Path]:
+    """Deletes the temporaries a killed preparation left in ``out`` (shards, manifest, bad-file
+    list: up to a shard's size each); nothing else. Call only for a zspace cache folder."""
+    stale = sorted(p for p in out.iterdir() if p.name.startswith(_OWN_TEMPORARIES) and p.is_file()
+                   and not p.is_symlink())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _check_free_space(out: Path, source: _Source, config: PrepareConfig, chunks: list[range],
+                      to_write: list[int]) -> None:
+    """Refuses to start when the shards still to write cannot fit on the disk of ``out``.
+
+    Counts each image as written (bad files are not known yet), minus the files of those shards
+    that an earlier run left (they are replaced), plus room for one shard's temporary.
+    """
+    longest_name = max(len(n) for n in source.names)
+    per_image = config.size * config.size * 3 + 4 * longest_name + 17 + source.attributes.shape[1]
+    shard_bytes = [len(chunks[i]) * per_image + 4096 for i in to_write]  # + npy header, zip directory
+    replaced = sum((out / f"shard-{i:05d}{suffix}").stat().st_size for i in to_write
+                   for suffix in (".images.npy", ".meta.npz") if (out / f"shard-{i:05d}{suffix}").is_file())
+    needed = sum(shard_bytes) + max(shard_bytes) - replaced
+    free = _free_bytes(out)
+    if free < needed:
+        n_images = sum(len(chunks[i]) for i in to_write)
+        raise CacheDirError(
+            f"{out}: not enough free disk space: {n_images} images of {config.size}x{config.size}x3 need "
+            f"about {_mib(needed)}, {_mib(free)} free. Free some space or choose another --out."
+        )
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` with the data written by Python's file object: a full disk then raises
+    OSError(ENOSPC), where numpy's own writer raises an errno-less "N requested and M written"."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        f.write(memoryview(array.reshape(-1).view(np.uint8)))  # a view: no copy of the shard
 
 
 def _write_shard(folder: Path, name: str, images: np.ndarray, meta: dict[str, np.ndarray]) -> None:
-    with atomic_path(folder / f"{name}.images.npy") as tmp:
-        np.save(tmp, images, allow_pickle=False)
-    with atomic_path(folder / f"{name}.meta.npz") as tmp:
-        np.savez(tmp, **meta)
+    images_path = folder / f"{name}.images.npy"
+    with _writing(folder, images_path.name), atomic_path(images_path) as tmp:
+        _save_npy(tmp, images)
+    try:
+        with _writing(folder, f"{name}.meta.npz"), atomic_path(folder / f"{name}.meta.npz") as tmp:
+            np.savez(tmp, **meta)
+    except BaseException:
+        images_path.unlink(missing_ok=True)  # no half shard; on a full disk, its space back
+        raise
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    with _writing(out, MANIFEST):
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def _progress(total: int, initial: int, description: str):
@@ -200,7 +459,16 @@ def _progress(total: int, initial: int, description: str):
 def _prepare(source: _Source, out: Path, config: PrepareConfig, src: Path) -> PrepareResult:
     if not source.paths:
         raise DataError(f"{src}: no {'/'.join(IMAGE_SUFFIXES)} files found.")
-    out.mkdir(parents=True, exist_ok=True)
+    with _sigterm_unwinds():
+        previous = _open_cache_folder(out)
+        with _only_writer(out):
+            if previous is not None:  # a zspace cache folder: what a killed run left is ours to remove
+                _remove_own_temporaries(out)
+            return _prepare_locked(source, out, config, src, previous)
+
+
+def _prepare_locked(source: _Source, out: Path, config: PrepareConfig, src: Path,
+                    previous: dict | None) -> PrepareResult:
     n = len(source.paths)
     chunks = [range(i, min(i + config.shard_size, n)) for i in range(0, n, config.shard_size)]
     plans = [_plan_hash((source.names[i] for i in chunk), config, source.kind) for chunk in chunks]
@@ -211,17 +479,21 @@ def _prepare(source: _Source, out: Path, config: PrepareConfig, src: Path) -> Pr
         "attribute_names": source.attribute_names, "label_names": source.label_names,
         "shards": [], "complete": False,
     }
-    previous = _read_manifest(out)
     done = {}
-    if previous and previous.get("format") == CACHE_FORMAT:
-        for entry in previous.get("shards", []):
-            files_exist = all((out / f"{entry['name']}{s}").is_file() for s in (".images.npy", ".meta.npz"))
-            if files_exist:
-                done[entry["plan"]] = entry
+    for entry in (previous or {}).get("shards", []):
+        if all((out / f"{entry['name']}{s}").is_file() for s in (".images.npy", ".meta.npz")):
+            done[entry["plan"]] = entry
+    to_write = [i for i, plan in enumerate(plans) if done.get(plan, {}).get("name") != f"shard-{i:05d}"]
+    if to_write:
+        _check_free_space(out, source, config, chunks, to_write)
+        # On disk from now on: a manifest saying "unfinished" (an earlier one keeps its shards to
+        # resume from), so neither a half-replaced cache is read nor this folder's temporaries orphaned.
+        _write_manifest(out, {**(previous or manifest), "complete": False})
     seen = sum(done[p]["count"] + len(done[p]["bad"]) for p in plans if p in done)
-    workers = config.workers or os.cpu_count() or 1
+    workers = (config.workers or os.cpu_count() or 1) if to_write else 1
     # "spawn": forking a process that already runs TensorFlow's threads can deadlock.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),)) if workers > 1 else None
     run = (lambda jobs: pool.map(_load_star, jobs, chunksize=32)) if pool else (lambda jobs: map(_load_star, jobs))
     try:
         return _write_shards(source, out, config, src, chunks, plans, manifest, done, seen, run)
@@ -261,7 +533,12 @@ def _write_shards(source, out, config, src, chunks, plans, manifest, done, seen,
             split_counts = np.bincount(source.split[idx], minlength=len(SPLITS)).tolist()
             manifest["shards"].append({"name": name, "plan": plan, "count": len(good), "split_counts": split_counts,
                                        "bad": shard_bad})
-            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+            try:
+                _write_manifest(out, manifest)
+            except BaseException:  # a shard the manifest does not list is not kept (on a full disk: its space)
+                for suffix in (".images.npy", ".meta.npz"):
+                    (out / f"{name}{suffix}").unlink(missing_ok=True)
+                raise
             bad += shard_bad
             written += 1
             seen_now = sum(e["count"] + len(e["bad"]) for e in manifest["shards"])
@@ -278,12 +555,13 @@ def _write_shards(source, out, config, src, chunks, plans, manifest, done, seen,
     totals = np.sum([e["split_counts"] for e in manifest["shards"]], axis=0)
     manifest["split_counts"] = {s: int(c) for s, c in zip(SPLITS, totals)}
     _write_bad_report(out, bad)
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    _write_manifest(out, manifest)
     return PrepareResult(out, manifest["n_images"], bad, reused, written)
 
 
 def _write_bad_report(out: Path, bad: list[tuple[str, str]]) -> None:
-    atomic_write_text(out / BAD_REPORT, "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in bad))
+    with _writing(out, BAD_REPORT):
+        atomic_write_text(out / BAD_REPORT, "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in bad))
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
