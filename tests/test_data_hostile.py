@@ -722,3 +722,71 @@ def test_prepare_resumes_or_refuses_a_fuzzed_manifest(cache_folder, cache_copy, 
     else:
         assert read_cache(cache_copy).files.tolist() == [f"{i:03d}.png" for i in range(10)]  # each image once
     (cache_copy / "manifest.json").write_text(json.dumps(original))
+
+
+def _idx_header(*dims: int, type_code: int = 0x08) -> bytes:
+    return bytes([0, 0, type_code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def test_a_gzip_bomb_behind_an_idx_header_is_not_unpacked(tmp_path, monkeypatch):
+    """512 MiB of zeros behind a header declaring 640 bytes: refused after reading one byte past them."""
+    import gzip
+    import tracemalloc
+
+    from zspace.data.idx import read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(_idx_header(10, 8, 8))
+        chunk = b"\0" * 2**24
+        for _ in range(32):
+            f.write(chunk)
+    tracemalloc.start()
+    with pytest.raises(DataError, match=r"declares shape \(10, 8, 8\) \(640 bytes of data\) but the file holds more"):
+        read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2**24  # nothing near the 512 MiB the stream unpacks to
+
+    path.write_bytes(gzip.compress(_idx_header(100_000, 100_000, 1000)))  # 1e13 bytes declared
+    with pytest.raises(DataError, match=r"above the limit of \d+ bytes \(ZSPACE_MAX_IDX_BYTES\)"):
+        read_idx(path)
+    monkeypatch.setenv("ZSPACE_MAX_IDX_BYTES", "100")
+    path.write_bytes(gzip.compress(_idx_header(10, 8, 8) + b"\0" * 640))
+    with pytest.raises(DataError, match=r"above the limit of 100 bytes"):
+        read_idx(path)
+
+
+def test_the_source_folder_as_its_own_cache_is_refused(tmp_path):
+    from zspace.data.prepare import PrepareConfig, prepare_images
+
+    src = image_folder(tmp_path / "src")
+    before = sorted(p.name for p in src.iterdir())
+    with pytest.raises(DataError, match=r"is the source folder itself"):
+        prepare_images(src, src / ".." / "src", PrepareConfig(size=8, workers=1))
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_a_file_name_with_tabs_and_newlines_cannot_add_rows_to_the_bad_file_list(tmp_path):
+    from zspace.data.prepare import PrepareConfig, prepare_images
+
+    src = image_folder(tmp_path / "src")
+    (src / "evil\tname\nfake\trow.png").write_bytes(b"not a png")
+    result = prepare_images(src, tmp_path / "cache", PrepareConfig(size=8, workers=1, max_bad_fraction=0.5))
+    lines = (tmp_path / "cache" / "bad_files.tsv").read_text().splitlines()
+    assert len(result.bad) == 1 and len(lines) == 2 and lines[1].count("\t") == 1
+    assert lines[1].split("\t")[0].endswith("evil\\tname\\nfake\\trow.png")
+
+
+def test_a_worker_that_dies_is_one_line_and_keeps_the_finished_shards(tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    import zspace.data.prepare as prepare
+
+    def dying(*args, **kwargs):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(prepare, "_write_shards", dying)
+    with pytest.raises(DataError, match=r"a decoding worker process died .* Run the same command again to resume"):
+        prepare.prepare_images(image_folder(tmp_path / "src"), tmp_path / "cache",
+                               prepare.PrepareConfig(size=8, workers=2))

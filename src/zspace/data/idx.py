@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import math
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ from zspace.errors import DataError
 
 __all__ = ["read_idx"]
 
+DEFAULT_MAX_IDX_BYTES = 16 * 2**30
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -27,24 +31,41 @@ def read_idx(path: str | Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
+            # The header first: it says how many bytes follow, so a gzip bomb or a lying header
+            # costs at most one byte past the declared size, never the whole stream.
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                raise DataError(f"{path}: not an IDX file (the magic number must start with two zero bytes).")
+            type_code, n_dims = magic[2], magic[3]
+            if type_code not in _DTYPES:
+                raise DataError(f"{path}: unknown IDX type code 0x{type_code:02x}; expected one of "
+                                f"{', '.join(f'0x{c:02x}' for c in _DTYPES)}.")
+            dims = f.read(4 * n_dims)
+            if n_dims == 0 or len(dims) < 4 * n_dims:
+                raise DataError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, {n_dims} dimensions).")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(n_dims))
+            dtype = np.dtype(_DTYPES[type_code])
+            expected = math.prod(shape) * dtype.itemsize
+            limit = max_idx_bytes()
+            if expected > limit:
+                raise DataError(f"{path}: header declares shape {shape} ({expected} bytes), above the limit of "
+                                f"{limit} bytes (ZSPACE_MAX_IDX_BYTES).")
+            data = f.read(expected + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'IDX'}: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{path}: not an IDX file (the magic number must start with two zero bytes).")
-    type_code, n_dims = data[2], data[3]
-    if type_code not in _DTYPES:
-        raise DataError(f"{path}: unknown IDX type code 0x{type_code:02x}; expected one of "
-                        f"{', '.join(f'0x{c:02x}' for c in _DTYPES)}.")
-    header_end = 4 + 4 * n_dims
-    if n_dims == 0 or len(data) < header_end:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, {n_dims} dimensions).")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims))
-    dtype = np.dtype(_DTYPES[type_code])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header_end != expected:
+    if len(data) != expected:
+        held = f"{len(data)} bytes" if len(data) <= expected else "more"
         raise DataError(
-            f"{path}: header declares shape {shape} ({expected} bytes of data) but the file "
-            f"holds {len(data) - header_end} bytes."
+            f"{path}: header declares shape {shape} ({expected} bytes of data) but the file holds {held}."
         )
-    return np.frombuffer(data, dtype=dtype, offset=header_end).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def max_idx_bytes() -> int:
+    """Bound on the data of one IDX file: ZSPACE_MAX_IDX_BYTES, default 16 GiB (all of MNIST: 55 MB)."""
+    value = os.environ.get("ZSPACE_MAX_IDX_BYTES", str(DEFAULT_MAX_IDX_BYTES))
+    try:
+        limit = int(value)
+    except ValueError:
+        raise DataError(f"ZSPACE_MAX_IDX_BYTES must be a number of bytes. Received: {value[:40]!r}") from None
+    return limit

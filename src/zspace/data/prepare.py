@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -459,6 +460,8 @@ def _progress(total: int, initial: int, description: str):
 def _prepare(source: _Source, out: Path, config: PrepareConfig, src: Path) -> PrepareResult:
     if not source.paths:
         raise DataError(f"{src}: no {'/'.join(IMAGE_SUFFIXES)} files found.")
+    if out.resolve() == src.resolve():
+        raise DataError(f"--out {out} is the source folder itself; give the cache a folder of its own.")
     with _sigterm_unwinds():
         previous = _open_cache_folder(out)
         with _only_writer(out):
@@ -497,6 +500,10 @@ def _prepare_locked(source: _Source, out: Path, config: PrepareConfig, src: Path
     run = (lambda jobs: pool.map(_load_star, jobs, chunksize=32)) if pool else (lambda jobs: map(_load_star, jobs))
     try:
         return _write_shards(source, out, config, src, chunks, plans, manifest, done, seen, run)
+    except BrokenProcessPool:
+        raise DataError(f"{src}: a decoding worker process died (killed, or out of memory); the finished shards "
+                        f"in {out} are kept. Run the same command again to resume (--workers 1 uses less "
+                        f"memory).") from None
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -561,7 +568,12 @@ def _write_shards(source, out, config, src, chunks, plans, manifest, done, seen,
 
 def _write_bad_report(out: Path, bad: list[tuple[str, str]]) -> None:
     with _writing(out, BAD_REPORT):
-        atomic_write_text(out / BAD_REPORT, "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in bad))
+        atomic_write_text(out / BAD_REPORT, "path\treason\n" + "".join(f"{_tsv(p)}\t{_tsv(r)}\n" for p, r in bad))
+
+
+def _tsv(cell: str) -> str:
+    """A TSV cell: backslash, tab and line breaks escaped, so a file name cannot add rows or columns."""
+    return cell.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
