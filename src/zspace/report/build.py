@@ -14,6 +14,7 @@ from PIL import Image
 
 from zspace.analysis import Analysis, analyze_run
 from zspace.config import AnalysisConfig, RunConfig
+from zspace.errors import ConfigError
 from zspace.evaluation.evaluate import Evaluation
 from zspace.generation import GalleryConfig, write_gallery
 from zspace.report import plots
@@ -21,7 +22,9 @@ from zspace.rundir import Run
 from zspace.storage import atomic_write_bytes, atomic_write_text
 
 __all__ = ["RunReport", "collect_run", "comparison_tables", "comparison_figures", "write_comparison",
-           "write_html_report"]
+           "write_html_report", "check_report_path", "report_files_dir"]
+
+REPORT_SUFFIXES = (".html", ".htm")
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -279,10 +282,24 @@ SECTIONS = ("Runs", "Training curves", "Evaluation", "Radius", "Per-axis distrib
             "VAE internals", "Generation")
 
 
+def check_report_path(path: str | Path) -> Path:
+    """``path`` as a Path; ConfigError unless it names an .html (or .htm) file."""
+    path = Path(path)
+    if path.suffix.lower() not in REPORT_SUFFIXES:
+        raise ConfigError(f"--out must name an .html file. Received: {path}")
+    return path
+
+
+def report_files_dir(path: str | Path) -> Path:
+    """The folder of a report's PNGs: ``<stem>_files/`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_files")
+
+
 def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
     """One self-contained HTML file (images embedded); the PNGs are also saved in ``<stem>_files/``."""
-    path = Path(path)
-    files = path.with_name(f"{path.stem}_files")
+    path = check_report_path(path)
+    files = report_files_dir(path)
     figures = comparison_figures(runs)
     tables = comparison_tables(runs)
     saved: dict[str, bytes] = dict(figures)
