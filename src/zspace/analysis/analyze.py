@@ -120,11 +120,12 @@ def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = Analysi
     )
 
 
-def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()) -> Analysis:
+def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig(), save: bool = True) -> Analysis:
     """Encodes the run's images (``config.split``), analyses them and saves the result in the run.
 
     Args:
         run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
+        save: False leaves the run directory untouched (a report only reads its runs).
     """
     run = Run.of(run)
     check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
@@ -138,7 +139,8 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
                        seconds={**analysis.seconds, "encode": encode_seconds},
                        run=RunInfo(str(run.root), run.data.name,
                                    model.kl_factor if model.kind == "vae" else 0.0))
-    run.save_analysis(analysis)
+    if save:
+        run.save_analysis(analysis)
     return analysis
 
 
