@@ -185,6 +185,7 @@ def snapshot(folder):
     ("epochs=9223372036854775808", "`epochs` must be at most 10,000"),
     ("batch_size=99999999999", "`batch_size` must be at most 65,536"),
     ("epsilon_scale=1e39", "`epsilon_scale` must be in [0, 1000]"),
+    ('run_dir="runs/nul\\u0000byte"', "`run_dir` must be a string without NUL characters"),  # os calls raise
 ])
 def test_out_of_range_train_settings_write_nothing(capsys, tmp_path, setting, message):
     path = write_config(tmp_path)
@@ -233,10 +234,13 @@ def test_out_of_range_analysis_settings(capsys, run_dir, settings, message):
     assert snapshot(run_dir) == before
 
 
-def test_out_of_range_evaluation_seed(capsys, run_dir):
+@pytest.mark.parametrize("setting, message", [
+    ("seed=99999999999", "`seed` must be an integer in [0, 4294967295]"),
+    ('features_dir="nul\\u0000byte"', "`features_dir` must be a string without NUL characters"),
+])
+def test_bad_evaluation_settings(capsys, run_dir, setting, message):
     before = snapshot(run_dir)
-    assert "`seed` must be an integer in [0, 4294967295]" in one_error_line(
-        capsys, ["evaluate", str(run_dir), "--set", "seed=99999999999"])
+    assert message in one_error_line(capsys, ["evaluate", str(run_dir), "--set", setting])
     assert snapshot(run_dir) == before
 
 

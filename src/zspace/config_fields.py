@@ -147,6 +147,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             raise config_error(name, value, "a finite number")
         return float(value)
     elif isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
+        if tp is str and "\x00" in value:  # TOML's "\u0000": no path or name holds one (os calls raise)
+            raise config_error(name, value, "a string without NUL characters")
         return value
     raise config_error(name, value, _type_name(tp))
 
