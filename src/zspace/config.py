@@ -51,6 +51,9 @@ MAX_EPSILON_SCALE = 1e3
 MAX_HISTOGRAM_BINS = 10_000
 """Most bins of one analysis histogram (radius, per axis): the plots show a few hundred at most."""
 
+MIN_RADIUS_BIN_WIDTH = 1e-3
+"""Finest radius histogram bin: with radius_range none the bin count follows the data's largest radius."""
+
 MAX_CLUSTERS = 10_000
 """Largest k of the MiniBatchKMeans sweep (k_max): one fit per k and seed, each costing O(N k) per step."""
 
@@ -288,7 +291,7 @@ class AnalysisConfig(Config):
     split: Literal["all", "train", "validation"] = _f("Images of the run's dataset to encode.", "all")
     batch_size: int = _f("Images per encoding batch, at most 65,536.", 512, positive(), _AT_MOST_MAX_BATCH)
     radius_bin_width: float = _f("Bin width of the radius histogram, at least 0.001; at most 10,000 bins.", 0.5,
-                                 at_least(1e-3, "at least 0.001 (finer bins only show noise)"))
+                                 at_least(MIN_RADIUS_BIN_WIDTH, f"at least {MIN_RADIUS_BIN_WIDTH:g}"))
     radius_range: tuple[float, ...] | None = _f(
         "[low, high] of the radius histogram; false/none = 0 to the largest radius.", (0.0, 35.0),
         check(lambda v: len(v) == 2 and v[1] > v[0], "[low, high] with high > low, or none"),
