@@ -1,6 +1,7 @@
 """Every command, given bad input, exits 2 with one clear line on stderr and writes nothing half-done."""
 
 import gzip
+import os
 import shutil
 
 import numpy as np
@@ -102,7 +103,7 @@ def test_bad_generate_and_analyze_options(capsys, run_dir, tmp_path):
             capsys, ["generate", str(run_dir), "--out", str(out), "--dist", "uniform", *args])
     assert "--sharpen must be a finite number >= 0. Received: -5.0" in one_error_line(
         capsys, ["generate", str(run_dir), "--out", str(out), "--sharpen", "-5"])
-    assert "--components (5000) must not exceed the number of training z-points (1617)" in one_error_line(
+    assert "--components must be in [1, 1000]. Received: 5000" in one_error_line(
         capsys, ["generate", str(run_dir), "--out", str(out), "--dist", "gmm", "--components", "5000"])
     assert not out.exists()
     from test_data import fake_idx_folder
@@ -112,7 +113,7 @@ def test_bad_generate_and_analyze_options(capsys, run_dir, tmp_path):
     fake_idx_folder(other)
     assert "has images of shape (5, 5, 1) but the model's input_shape is (8, 8, 1)" in one_error_line(
         capsys, ["analyze", str(run_dir), "--data", f"idx:{other}"])
-    assert "`perplexity` must be positive" in one_error_line(capsys, ["analyze", str(run_dir), "--set", "perplexity=0"])
+    assert "`perplexity` must be at least 1" in one_error_line(capsys, ["analyze", str(run_dir), "--set", "perplexity=0"])
     assert not (run_dir / "analysis.json").exists()
 
 
@@ -167,3 +168,143 @@ def test_corrupt_idx_header(capsys, tmp_path):
         (folder / stem).write_bytes(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + np.zeros(3, np.uint8).tobytes())
     path = write_config(tmp_path, dataset=f"idx:{folder}")
     assert "header declares shape (100,)" in one_error_line(capsys, ["train", "--config", str(path)])
+
+
+# --- issue 12, item 17: arguments that crashed, or failed only after the work ----------------------
+
+def snapshot(folder):
+    """{relative path: (size, mtime_ns)} of everything under ``folder``: equal snapshots, nothing written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("seed=4294967296", "`seed` must be an integer in [0, 4294967295]"),
+    ("seed=99999999999", "`seed` must be an integer in [0, 4294967295]"),
+    ("seed=-1", "`seed` must be an integer in [0, 4294967295]"),
+    ("epochs=99999999999", "`epochs` must be at most 10,000"),
+    ("epochs=9223372036854775808", "`epochs` must be at most 10,000"),
+    ("batch_size=99999999999", "`batch_size` must be at most 65,536"),
+    ("epsilon_scale=1e39", "`epsilon_scale` must be in [0, 1000]"),
+    ('run_dir="runs/nul\\u0000byte"', "`run_dir` must be a string without NUL characters"),  # os calls raise
+])
+def test_out_of_range_train_settings_write_nothing(capsys, tmp_path, setting, message):
+    path = write_config(tmp_path)
+    line = one_error_line(capsys, ["train", "--config", str(path), "--set", setting])
+    assert message in line and f"Received: {setting.partition('=')[0]}=" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content", [
+    bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)),  # random bytes
+    b"\xff\xfe[model]\nz_dim = 4\n",  # not UTF-8
+    b"[model]\nz_dim = 4\x00\x00\n",  # NUL bytes
+])
+@pytest.mark.parametrize("command", ["train", "analyze", "evaluate"])
+def test_binary_config_files_are_one_line(capsys, run_dir, tmp_path, content, command):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(content)
+    argv = [command, "--config", str(path)] if command == "train" else [command, str(run_dir), "--config", str(path)]
+    before = snapshot(run_dir)
+    line = one_error_line(capsys, argv)
+    assert str(path) in line and ("not UTF-8 text" in line or "not valid TOML" in line)
+    assert snapshot(run_dir) == before
+
+
+def test_oversized_config_file_is_refused_before_parsing(capsys, tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text("[model]\n" + "# padding\n" * 110_000)  # valid TOML, 1.1 MB
+    assert "larger than 1 MiB; expected a TOML config file" in one_error_line(capsys, ["train", "-c", str(path)])
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["kmeans_seeds=[-1]"], "`kmeans_seeds` must be integers in [0, 4294967295]"),
+    (["kmeans_seeds=[0, 4294967296]"], "`kmeans_seeds` must be integers in [0, 4294967295]"),
+    (["seed=4294967296"], "`seed` must be an integer in [0, 4294967295]"),
+    (["batch_size=99999999999"], "`batch_size` must be at most 65,536"),
+    (["axis_bins=99999999999"], "`axis_bins` must be at most 10,000"),
+    (["k_max=99999999999"], "`k_max` must be at most 10,000"),
+    (["radius_range=[0, 99999999999]"], "`radius_range` must be a range of at most 10,000 bins"),
+    (["radius_range=false", "radius_bin_width=1e-300"], "`radius_bin_width` must be at least 0.001"),
+    (["perplexity=1e-300"], "`perplexity` must be at least 1"),
+])
+def test_out_of_range_analysis_settings(capsys, run_dir, settings, message):
+    before = snapshot(run_dir)
+    args = [arg for s in settings for arg in ("--set", s)]
+    assert message in one_error_line(capsys, ["analyze", str(run_dir), *args])
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("seed=99999999999", "`seed` must be an integer in [0, 4294967295]"),
+    ('features_dir="nul\\u0000byte"', "`features_dir` must be a string without NUL characters"),
+])
+def test_bad_evaluation_settings(capsys, run_dir, setting, message):
+    before = snapshot(run_dir)
+    assert message in one_error_line(capsys, ["evaluate", str(run_dir), "--set", setting])
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "4294967296"], "Invalid value for '--seed'"),
+    (["--n", "99999999999"], "--n must give at most 10,000 images per grid"),
+    (["--dist", "uniform", "--n", "2000", *["--limit", "1", "--limit", "2"] * 3], "= 12,000 images"),
+    (["--cols", "99999999999"], "--cols must be at most 10,000"),
+    (["--attribute", "Smiling", "--strength", "nan"], "--strength must be finite numbers"),
+    (["--dist", "gmm", "--components", "99999999999999999999"], "--components must be in [1, 1000]"),
+])
+def test_bad_generate_sizes(capsys, run_dir, tmp_path, args, message):
+    out = tmp_path / "g.png"
+    assert message in one_error_line(capsys, ["generate", str(run_dir), "--out", str(out), *args])
+    assert not out.exists()
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Makes loading any run's model fail the test: an --out check must come before the work."""
+    from zspace.rundir import Run
+
+    def refuse(self):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(Run, "model", property(refuse))
+
+
+@pytest.mark.parametrize("command, name, message", [
+    ("encode", "z.txt", "encoding output must end in .npz. Received:"),
+    ("generate", "g.txt", "--out must name a .png file. Received:"),
+    ("generate", "g", "--out must name a .png file. Received:"),
+    ("report", "r.txt", "--out must name an .html file. Received:"),
+])
+def test_wrong_out_suffix_is_refused_before_the_work(capsys, run_dir, tmp_path, no_work, command, name, message):
+    out = tmp_path / name
+    assert message in one_error_line(capsys, [command, str(run_dir), "--out", str(out)])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, name", [("encode", "z.npz"), ("generate", "g.png"), ("report", "r.html"),
+                                           ("compare", "cmp")])
+def test_out_below_a_file_is_refused_before_the_work(capsys, run_dir, tmp_path, no_work, command, name):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / name
+    assert f"--out {out}: {blocker} is not a folder" in one_error_line(capsys, [command, str(run_dir), "--out", str(out)])
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+@pytest.mark.parametrize("command, name", [("encode", "z.npz"), ("generate", "g.png"), ("report", "r.html")])
+def test_out_naming_a_folder_is_refused_before_the_work(capsys, run_dir, tmp_path, no_work, command, name):
+    out = tmp_path / name
+    out.mkdir()
+    assert f"--out {out}: is a folder; expected a file name" in one_error_line(
+        capsys, [command, str(run_dir), "--out", str(out)])
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder_is_refused_before_the_work(capsys, run_dir, tmp_path, no_work):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert "is not writable" in one_error_line(capsys, ["encode", str(run_dir), "--out", str(locked / "z.npz")])
+    finally:
+        locked.chmod(0o755)

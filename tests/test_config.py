@@ -227,3 +227,66 @@ def test_prepare_and_gallery_configs_raise_config_errors():
         assert message in str(info.value)
     assert PrepareConfig(crop=[0, 0, 4, 4]).crop == (0, 0, 4, 4)
     assert GalleryConfig.from_dict(GalleryConfig(sharpen_factor=2.0).to_dict()).sharpen_factor == 2.0
+
+
+def _all_config_classes():
+    from zspace.config import AnalysisConfig
+    from zspace.data.prepare import PrepareConfig
+    from zspace.evaluation.evaluate import EvaluationConfig
+    from zspace.generation import GalleryConfig, SecondStageConfig
+
+    return [ModelConfig, TrainConfig, AnalysisConfig, EvaluationConfig, PrepareConfig, GalleryConfig,
+            SecondStageConfig]
+
+
+def test_every_seed_field_of_every_config_class_is_bounded():
+    """numpy, scikit-learn and Keras take seeds in [0, 2**32): a larger one failed deep inside a command."""
+    from zspace.config_fields import MAX_SEED, is_seed_field
+
+    seed_fields = [(cls, f.name) for cls in _all_config_classes() for f in dataclasses.fields(cls)
+                   if is_seed_field(f.name)]
+    names = {f"{cls.__name__}.{name}" for cls, name in seed_fields}
+    assert {"TrainConfig.seed", "AnalysisConfig.seed", "AnalysisConfig.kmeans_seeds", "EvaluationConfig.seed",
+            "GalleryConfig.seed", "SecondStageConfig.random_state", "PrepareConfig.split_seed"} <= names
+    for cls, name in seed_fields:
+        is_list = name.endswith("_seeds")
+        for bad in (MAX_SEED + 1, 99999999999, -1):
+            with pytest.raises(ConfigError) as info:
+                cls(**{name: (0, bad) if is_list else bad})
+            assert f"`{name}` must be {'integers' if is_list else 'an integer'} in [0, {MAX_SEED}]" in str(info.value)
+        assert getattr(cls(**{name: (MAX_SEED,) if is_list else MAX_SEED}), name) in (MAX_SEED, (MAX_SEED,))
+
+
+@pytest.mark.parametrize("cls_name, bad, limit, message", [
+    ("TrainConfig", {"epochs": 10_001}, {"epochs": 10_000}, "`epochs` must be at most 10,000"),
+    ("TrainConfig", {"batch_size": 2**16 + 1}, {"batch_size": 2**16}, "`batch_size` must be at most 65,536"),
+    ("ModelConfig", {"epsilon_scale": 1e39}, {"epsilon_scale": 1e3}, "`epsilon_scale` must be in [0, 1000]"),
+    ("AnalysisConfig", {"batch_size": 2**16 + 1}, {"batch_size": 2**16}, "`batch_size` must be at most 65,536"),
+    ("AnalysisConfig", {"axis_bins": 10_001}, {"axis_bins": 10_000}, "`axis_bins` must be at most 10,000"),
+    ("AnalysisConfig", {"k_max": 10_001}, {"k_max": 10_000}, "`k_max` must be at most 10,000"),
+    ("AnalysisConfig", {"radius_range": (0, 5000.5)}, {"radius_range": (0, 5000)},
+     "`radius_range` must be a range of at most 10,000 bins of radius_bin_width (0.5)"),
+    ("AnalysisConfig", {"radius_bin_width": 1e-4, "radius_range": None},
+     {"radius_bin_width": 1e-3, "radius_range": None}, "`radius_bin_width` must be at least 0.001"),
+    ("AnalysisConfig", {"perplexity": 0.2}, {"perplexity": 1.0}, "`perplexity` must be at least 1"),
+    ("GalleryConfig", {"gmm_components": 1001}, {"gmm_components": 1000}, "`gmm_components` must be at most 1,000"),
+])
+def test_sizes_that_exhaust_memory_or_time_are_refused(cls_name, bad, limit, message):
+    cls = {c.__name__: c for c in _all_config_classes()}[cls_name]
+    with pytest.raises(ConfigError) as info:
+        cls(**bad)
+    assert message in str(info.value)
+    cls(**limit)  # the limit itself is accepted
+
+
+def test_config_files_are_read_bounded_and_as_utf8(tmp_path):
+    from zspace.config_fields import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(ConfigError, match="larger than 1 MiB; expected a TOML config file"):
+        load_config(big)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[train]\ndataset = "d\xe9j\xe0"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 20\); expected a TOML config file"):
+        load_config(latin)

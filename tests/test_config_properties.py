@@ -168,3 +168,58 @@ def test_analysis_config_random_values(data):
     except ConfigError:
         return
     assert AnalysisConfig.from_dict(tomllib.loads(config.to_toml())) == config
+
+
+# --- `--set key=value` for every field of every config class (issue 12, item 17) ------------------
+
+def _override_targets():
+    """(base config, field names): RunConfig (model + train), AnalysisConfig, EvaluationConfig."""
+    from zspace.evaluation.evaluate import EvaluationConfig
+
+    return [(RunConfig(), FIELDS["model"] + FIELDS["train"]),
+            (AnalysisConfig(), [f.name for f in dataclasses.fields(AnalysisConfig)]),
+            (EvaluationConfig(), [f.name for f in dataclasses.fields(EvaluationConfig)])]
+
+
+OVERRIDE_TARGETS = [(base, name) for base, names in _override_targets() for name in names]
+# TOML literals as a user types them after `--set key=`: huge and negative ints, nan / inf, strings, lists
+hostile_scalars = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["4294967296", "99999999999", "9223372036854775808", "-1", "0", "1e308", "1e39", "-1e308",
+                     "1e-300", "nan", "inf", "-inf", "true", "false", "none", "''", "1979-05-27"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(lambda v: tomli_w.dumps({"v": v})[4:].strip()),
+    st.text(max_size=8).map(lambda v: tomli_w.dumps({"v": v})[4:].strip()),
+    st.text(max_size=8),  # not TOML: taken as a plain string
+)
+hostile_values = st.one_of(hostile_scalars, st.lists(hostile_scalars, max_size=4).map(lambda v: f"[{', '.join(v)}]"))
+
+
+def _seed_values(config) -> list[int]:
+    sections = [config.model, config.train] if isinstance(config, RunConfig) else [config]
+    from zspace.config_fields import is_seed_field
+
+    values = []
+    for section in sections:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if is_seed_field(f.name) and value is not None:
+                values += list(value) if isinstance(value, tuple) else [value]
+    return values
+
+
+@SETTINGS
+@given(st.sampled_from(OVERRIDE_TARGETS), hostile_values)
+def test_any_set_override_gives_a_config_or_one_config_error(target, raw):
+    """Only a ConfigError (one line, naming a field and the value) or a config whose seeds numpy,
+    scikit-learn and Keras accept; nothing else escapes ``with_overrides(parse_overrides(...))``."""
+    from zspace.config_fields import MAX_SEED
+
+    base, name = target
+    try:
+        config = base.with_overrides(parse_overrides([f"{name}={raw}"]))
+    except ConfigError as exc:
+        message = str(exc)
+        assert "\n" not in message and "Received" in message, message
+        assert re.search(r"`\w+(\[\d+\])?`", message), message
+        return
+    assert all(0 <= s <= MAX_SEED for s in _seed_values(config)), config

@@ -1,6 +1,7 @@
 """Analysis, comparison and report on a tiny trained AE and VAE (in-process CLI)."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -86,3 +87,76 @@ def test_compare_writes_overlays_tables_and_side_by_side_grids(runs, tmp_path):
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## Final losses" in table and "## VAE internals" in table
     assert "| ae | ae |" in table and "| vae | vae |" in table
+
+
+# --- issue 12: same-named runs (item 14), runs only read (item 20) ---------------------------------
+
+def test_distinct_labels_are_the_shortest_distinguishing_suffixes(tmp_path):
+    from zspace.report import distinct_labels
+
+    assert distinct_labels([tmp_path / "p1" / "run", tmp_path / "p2" / "run"]) == ["p1/run", "p2/run"]
+    assert distinct_labels([tmp_path / "ae", tmp_path / "x" / "vae"]) == ["ae", "vae"]
+    assert distinct_labels([tmp_path / "a" / "x" / "run", tmp_path / "b" / "x" / "run", tmp_path / "c" / "run"]) == [
+        "a/x/run", "b/x/run", "c/run"]
+    assert distinct_labels([tmp_path / "run", tmp_path / "run"]) == ["run (1)", "run (2)"]
+
+
+def snapshot(folder):
+    """{relative path: (size, mtime_ns)} of everything under ``folder``: equal snapshots, nothing written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def same_named(runs, tmp_path_factory):
+    """The AE as p1/run and the VAE as p2/run, neither analysed: a report has to analyse them itself."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("same-named")
+    for source, parent in zip(runs, ("p1", "p2")):
+        shutil.copytree(source, root / parent / "run", ignore=shutil.ignore_patterns("analysis.*", "gallery",
+                                                                                    "evaluation.json"))
+    return root / "p1" / "run", root / "p2" / "run"
+
+
+def test_report_of_same_named_runs_keeps_both_and_writes_nothing_into_them(same_named, tmp_path):
+    before = [snapshot(run) for run in same_named]
+    out = tmp_path / "out" / "report.html"
+    result = runner.invoke(app, ["report", *map(str, same_named), "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    assert [snapshot(run) for run in same_named] == before  # no analysis.*, no gallery/ written into the runs
+    page = out.read_text()
+    assert page.count("<td>p1/run</td>") >= 4 and page.count("<td>p2/run</td>") >= 4  # one row per table each
+    assert "<td>run</td>" not in page
+    files = {p.name for p in (tmp_path / "out" / "report_files").iterdir()}
+    for stem in ("p1_run", "p2_run"):
+        assert {f"{stem}_pca.png", f"{stem}_tsne_300.png", f"{stem}_grid_normal.png", f"{stem}_grid_gmm.png"} <= files
+    assert files.isdisjoint({"run_pca.png", "run_grid_normal.png"})
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(files)
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "report_files" / "p1_run_grid_reconstructions.png") as first, \
+            Image.open(tmp_path / "out" / "report_files" / "p2_run_grid_reconstructions.png") as second:
+        assert first.tobytes() != second.tobytes()  # the AE's and the VAE's own grids, not one copied twice
+
+
+def test_compare_of_same_named_runs_keeps_both_and_writes_nothing_into_them(same_named, tmp_path):
+    before = [snapshot(run) for run in same_named]
+    result = runner.invoke(app, ["compare", *map(str, same_named), "-o", str(tmp_path / "cmp"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert [snapshot(run) for run in same_named] == before
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| p1/run | ae |" in table and "| p2/run | vae |" in table and "| run | ae |" not in table
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_report_of_a_read_only_run(same_named, tmp_path):
+    run = same_named[0]
+    modes = {p: p.stat().st_mode for p in [run, *run.rglob("*")]}
+    for p in modes:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        result = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html"), *FAST])
+        assert result.exit_code == 0, result.output
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)

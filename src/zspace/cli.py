@@ -15,7 +15,8 @@ import typer
 # TensorFlow's C++ INFO/WARNING lines drown the CLI's output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from zspace.errors import ZspaceError  # noqa: E402
+from zspace.config_fields import MAX_BATCH_SIZE, MAX_SEED  # noqa: E402
+from zspace.errors import ConfigError, ZspaceError  # noqa: E402
 
 app = typer.Typer(
     name="zspace",
@@ -60,6 +61,23 @@ class Split(str, Enum):
     all = "all"
 
 
+def _check_output(path: Path, option: str, folder: bool = False) -> None:
+    """ConfigError unless ``path`` can be written (checked before the work, which may take minutes).
+
+    A file must not be an existing folder, a folder not an existing file, and the nearest existing
+    folder above it must be writable (the missing ones between are created when writing).
+    """
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: exists and is not a folder.")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; expected a file name.")
+    ancestor = next(p for p in (path if folder else path.parent, *path.parents) if p.exists() or p == Path(p.anchor))
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option} {path}: {ancestor} is not a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: the folder {ancestor} is not writable.")
+
+
 ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="TOML run config.", exists=True, dir_okay=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by `zspace train`.", exists=True, file_okay=False)]
 
@@ -87,13 +105,16 @@ def encode(
     run: RunDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz file.")],
     split: Annotated[Split, typer.Option(help="Which images of the run's dataset.")] = Split.all,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH_SIZE)] = 256,
 ) -> None:
     """Encode the run's dataset: z (and mu, logvar for a VAE), labels, attributes and split per image."""
     from zspace.analysis import encode_run_images, save_encoding
+    from zspace.analysis.encoding import check_encoding_path
     from zspace.rundir import Run
 
     with _clear_errors():
+        check_encoding_path(out)
+        _check_output(out, "--out")
         arrays = encode_run_images(Run.open(run), split.value, batch_size=batch_size).to_arrays()
         save_encoding(out, arrays)
         typer.echo(f"wrote {out}: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}")
@@ -172,23 +193,27 @@ def generate(
     sharpen: Annotated[float | None, typer.Option(help="Also write a copy sharpened by PIL with this factor.")] = None,
     components: Annotated[int, typer.Option(min=1, help="Mixture components for --dist gmm.")] = 10,
     cols: Annotated[int | None, typer.Option(min=1, help="Images per row.")] = None,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
 ) -> None:
     """Decode random z-points (or reconstructions, or an interpolation) and save an image grid."""
     from dataclasses import replace
 
     from zspace import generation as g
-    from zspace.errors import ConfigError
     from zspace.rundir import Run
 
     with _clear_errors():
         if sum(bool(v) for v in (reconstruct, interpolate, attribute)) > 1:
             raise ConfigError("--reconstruct, --interpolate and --attribute exclude each other.")
         limits = g.check_limits(limit or [1.0])
+        strengths = g.check_strengths(strength or g.DEFAULT_STRENGTHS)
         g.check_sharpen(sharpen)
+        rows = len(strengths) if attribute else len(limits)  # rows of n images (at most)
+        g.check_grid_size(n, rows, cols)
+        g.check_grid_path(out)
+        _check_output(out, "--out")
         r = Run.open(run)
         if attribute:
-            grid = g.attribute_grid(r, attribute, n, strength or g.DEFAULT_STRENGTHS)
+            grid = g.attribute_grid(r, attribute, n, strengths)
         elif reconstruct:
             grid = g.reconstruction_grid(r, n, seed)
         elif interpolate:
@@ -229,6 +254,7 @@ def compare(
     from zspace.report import write_comparison
 
     with _clear_errors():
+        _check_output(out, "--out", folder=True)
         written = write_comparison(_collect(runs, set_, sharpen), out)
         typer.echo(written["tables"].read_text())
         typer.echo(f"wrote {len(written)} files into {out}")
@@ -243,8 +269,12 @@ def report(
 ) -> None:
     """One self-contained HTML report of one or more runs (PNGs saved beside it)."""
     from zspace.report import write_html_report
+    from zspace.report.build import check_report_path, report_files_dir
 
     with _clear_errors():
+        check_report_path(out)
+        _check_output(out, "--out")
+        _check_output(report_files_dir(out), "--out", folder=True)
         path = write_html_report(_collect(runs, set_, sharpen), out)
         typer.echo(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 

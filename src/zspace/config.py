@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from zspace.config_fields import (Check, Config, at_least, check, config_error, config_field, did_you_mean, each,
-                                  in_range, non_empty, parse_toml, positive, read_toml, same_length_as, toml_value)
+from zspace.config_fields import (MAX_BATCH_SIZE, Check, Config, at_least, at_most, check, config_error,
+                                  config_field, did_you_mean, each, in_range, non_empty, parse_toml, positive,
+                                  read_toml, same_length_as, toml_value)
 from zspace.errors import ConfigError
 from zspace.model_size import check_model_size
 
@@ -39,7 +40,23 @@ Task = Literal["reconstruct", "denoise", "recolor"]  # zspace.data.tasks.TASKS d
 
 _f = config_field
 _POSITIVE_INTS = each(lambda v: v > 0, "positive integers")
-_NON_NEGATIVE_INT = at_least(0, "a non-negative integer")
+_AT_MOST_MAX_BATCH = at_most(MAX_BATCH_SIZE)
+
+MAX_EPOCHS = 10_000
+"""Most epochs of a run: the input pipeline draws every epoch's shuffled order up front
+(epochs x training images indices; 10,000 epochs of 60,000 images are 4.5 GiB of int64)."""
+
+MAX_EPSILON_SCALE = 1e3
+"""Largest epsilon_scale: beyond about 3e38 the scale does not even fit the model's float32 variable."""
+
+MAX_HISTOGRAM_BINS = 10_000
+"""Most bins of one analysis histogram (radius, per axis): the plots show a few hundred at most."""
+
+MIN_RADIUS_BIN_WIDTH = 1e-3
+"""Finest radius histogram bin: with radius_range none the bin count follows the data's largest radius."""
+
+MAX_CLUSTERS = 10_000
+"""Largest k of the MiniBatchKMeans sweep (k_max): one fit per k and seed, each costing O(N k) per step."""
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -136,8 +153,8 @@ class ModelConfig(Config):
     )
     epsilon_scale: float = _f(
         "z = mu + exp(logvar / 2) * eps * epsilon_scale; 0 gives z = mu. Changeable on a "
-        "trained model (Autoencoder.set_epsilon_scale).",
-        1.0, at_least(0, "non-negative"),
+        "trained model (Autoencoder.set_epsilon_scale). At most 1000.",
+        1.0, in_range(0, MAX_EPSILON_SCALE, expected=f"in [0, {MAX_EPSILON_SCALE:g}]"),
     )
 
     def value_of(self, name: str) -> Any:
@@ -213,14 +230,14 @@ class TrainConfig(Config):
     validation_split: float = _f(
         "Fraction held out for validation when the dataset has no test split.", 0.1, in_range(0, 1, "()")
     )
-    epochs: int = _f("Total number of epochs of the run.", 10, positive())
-    batch_size: int = _f("Images per training step.", 128, positive())
+    epochs: int = _f("Total number of epochs of the run, at most 10,000.", 10, positive(), at_most(MAX_EPOCHS))
+    batch_size: int = _f("Images per training step, at most 65,536.", 128, positive(), _AT_MOST_MAX_BATCH)
     learning_rate: float = _f("Adam learning rate.", 1e-3, positive("positive"))
     lr_decay_factor: float = _f(
         "Step decay: the learning rate is multiplied by this every lr_decay_epochs.", 1.0, in_range(0, 1, "(]")
     )
     lr_decay_epochs: int = _f("Epochs between learning-rate decays; 0 = no decay.", 0, at_least(0))
-    seed: int = _f("Seed of weights, shuffling, noise and subsets.", 0, _NON_NEGATIVE_INT)
+    seed: int = _f("Seed of weights, shuffling, noise and subsets, in [0, 2**32).", 0)
     run_dir: str = _f("Directory of the run's results and checkpoints.", "runs/default", non_empty("a directory path"))
     keep_checkpoints: int = _f("Keep the newest N epoch checkpoints; 0 = keep all.", 0, at_least(0))
     gradient_clip_norm: float = _f("Clip each gradient to this L2 norm (Adam clipnorm); 0 = off.", 0.0,
@@ -274,30 +291,36 @@ class AnalysisConfig(Config):
     _what = "analysis config"
 
     split: Literal["all", "train", "validation"] = _f("Images of the run's dataset to encode.", "all")
-    batch_size: int = _f("Images per encoding batch.", 512, positive())
-    radius_bin_width: float = _f("Bin width of the radius histogram.", 0.5, positive("positive"))
+    batch_size: int = _f("Images per encoding batch, at most 65,536.", 512, positive(), _AT_MOST_MAX_BATCH)
+    radius_bin_width: float = _f("Bin width of the radius histogram, at least 0.001; at most 10,000 bins.", 0.5,
+                                 at_least(MIN_RADIUS_BIN_WIDTH, f"at least {MIN_RADIUS_BIN_WIDTH:g}"))
     radius_range: tuple[float, ...] | None = _f(
         "[low, high] of the radius histogram; false/none = 0 to the largest radius.", (0.0, 35.0),
         check(lambda v: len(v) == 2 and v[1] > v[0], "[low, high] with high > low, or none"),
+        Check(lambda v, c: (v[1] - v[0]) / c.radius_bin_width <= MAX_HISTOGRAM_BINS,
+              lambda c: f"a range of at most {MAX_HISTOGRAM_BINS:,} bins of radius_bin_width ({c.radius_bin_width:g})"),
     )
     axes: tuple[int, ...] = _f("Latent coordinates whose distributions are histogrammed.", (0, 1),
                                each(lambda a: a >= 0, "non-negative coordinate indices"))
-    axis_bins: int = _f("Bins of each per-axis histogram.", 50, positive())
+    axis_bins: int = _f("Bins of each per-axis histogram, at most 10,000.", 50, positive(), at_most(MAX_HISTOGRAM_BINS))
     active_threshold: float = _f("Activity (variance of mu over the data) above which a unit is active.", 0.01)
     k_min: int = _f("Smallest number of MiniBatchKMeans clusters.", 2, at_least(1, "at least 1"))
-    k_max: int = _f("Largest number of clusters.", 80,
-                    Check(lambda v, c: v >= c.k_min, lambda c: f">= k_min ({c.k_min})"))
+    k_max: int = _f("Largest number of clusters, at most 10,000.", 80,
+                    Check(lambda v, c: v >= c.k_min, lambda c: f">= k_min ({c.k_min})"),
+                    at_most(MAX_CLUSTERS))
     k_step: int = _f("Step between cluster counts.", 2, positive())
-    kmeans_seeds: tuple[int, ...] = _f("One inertia curve per seed (their spread shows the noise).", (0, 1, 2),
+    kmeans_seeds: tuple[int, ...] = _f("One inertia curve per seed (their spread shows the noise); each in "
+                                       "[0, 2**32).", (0, 1, 2),
                                        non_empty("at least one seed"))
     kmeans_batch_size: int = _f("MiniBatchKMeans batch size.", 4096, positive("positive"))
     pca_subset: int = _f("Points drawn for the PCA scatter (the PCA itself uses all).", 20_000, positive())
     tsne_sizes: tuple[int, ...] = _f("Subset sizes for t-SNE, e.g. [20000, 80000]; [] = no t-SNE.", (20_000,),
                                      each(lambda n: n > 1, "sizes above 1"))
-    perplexity: float = _f("t-SNE perplexity.", 30.0, positive("positive"))
+    perplexity: float = _f("t-SNE perplexity, at least 1 (openTSNE takes 3 x perplexity neighbours; at most "
+                           "(points - 1) / 3 is used).", 30.0, at_least(1, "at least 1"))
     early_exaggeration: float = _f("t-SNE early exaggeration.", 12.0, at_least(1))
     z_minus_mu_threshold: float = _f("|z - mu| above which a component is counted.", 0.05)
-    seed: int = _f("Seed of the subsets, clustering and t-SNE.", 0, _NON_NEGATIVE_INT)
+    seed: int = _f("Seed of the subsets, clustering and t-SNE, in [0, 2**32).", 0)
     color_by: str = _f('Colour of the PCA / t-SNE points: "label", or an attribute name such as "Smiling".',
                        "label")
 

@@ -7,6 +7,11 @@ converts each value to its annotated type (TOML lists to tuples, ints to floats,
 to None) and runs the declared checks; a bad value raises ConfigError
 "`name` must be <expected>. Received: name=<value>". No Keras imports: the CLI loads configs
 before TensorFlow starts.
+
+Seeds: a field named ``seed``, ``*_seed``, ``*_seeds`` (a list of seeds) or ``random_state`` is a
+seed, whatever its class declares, and must lie in [0, :data:`MAX_SEED`] (None where its type allows
+None): numpy's legacy seeding, scikit-learn's ``random_state`` and ``keras.utils.set_random_seed``
+refuse anything else, deep inside a command.
 """
 
 from __future__ import annotations
@@ -27,9 +32,20 @@ import tomli_w
 
 from zspace.errors import ConfigError
 
-__all__ = ["Config", "Check", "config_field", "check", "positive", "at_least", "in_range", "each",
+__all__ = ["Config", "Check", "config_field", "check", "positive", "at_least", "at_most", "in_range", "each",
            "same_length_as", "non_empty", "config_error", "toml_value", "did_you_mean", "parse_toml",
-           "read_toml"]
+           "read_toml", "is_seed_field", "MAX_SEED", "MAX_BATCH_SIZE", "MAX_CONFIG_BYTES"]
+
+MAX_SEED = 2**32 - 1
+"""Largest seed (inclusive): numpy's RandomState, scikit-learn's random_state and Keras' set_random_seed take
+seeds in [0, 2**32)."""
+
+MAX_BATCH_SIZE = 2**16
+"""Largest batch of images (training, encoding): a model predicts in fixed-size batches, so a batch is
+allocated whole even for fewer images (65,536 96x96x3 float32 images are 7 GiB)."""
+
+MAX_CONFIG_BYTES = 2**20
+"""Largest config file read (1 MiB): a config holds a few dozen lines; anything larger is not one."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,10 @@ def positive(expected: str = "a positive integer") -> Check:
 
 def at_least(low: float, expected: str | None = None) -> Check:
     return check(lambda v: v >= low, expected or f">= {low}")
+
+
+def at_most(high: float, expected: str | None = None) -> Check:
+    return check(lambda v: v <= high, expected or f"at most {high:,}")
 
 
 def in_range(low: float, high: float, brackets: str = "[]", expected: str | None = None) -> Check:
@@ -127,6 +147,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             raise config_error(name, value, "a finite number")
         return float(value)
     elif isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
+        if tp is str and "\x00" in value:  # TOML's "\u0000": no path or name holds one (os calls raise)
+            raise config_error(name, value, "a string without NUL characters")
         return value
     raise config_error(name, value, _type_name(tp))
 
@@ -157,10 +179,20 @@ def did_you_mean(key: str, known: Any) -> str:
 
 
 def read_toml(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
+    """The table of a TOML file of at most MAX_CONFIG_BYTES of UTF-8 text, and its name for messages."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
-    return parse_toml(path.read_text(encoding="utf-8"), str(path)), str(path)
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)  # bounded: the path may name a huge file or a device
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; expected a TOML {what} file.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                          f"expected a TOML {what} file.") from None
+    return parse_toml(text, str(path)), str(path)
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -170,8 +202,24 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
 
 
+def is_seed_field(name: str) -> bool:
+    """Whether a config field of this name holds a seed (or a list of seeds); see the module docstring."""
+    return name in ("seed", "random_state") or name.endswith(("_seed", "_seeds"))
+
+
+def _check_seed(name: str, value: Any) -> None:
+    """ConfigError unless ``value`` (an int, a tuple of ints, or None) holds seeds in [0, MAX_SEED]."""
+    seeds = value if isinstance(value, tuple) else () if value is None else (value,)
+    if not all(0 <= s <= MAX_SEED for s in seeds):
+        what = "integers" if isinstance(value, tuple) else "an integer"
+        raise config_error(name, value, f"{what} in [0, {MAX_SEED}] (the seeds numpy, scikit-learn and Keras accept)")
+
+
 class Config:
-    """Base of the config dataclasses: validation from field metadata, dict / TOML round trip."""
+    """Base of the config dataclasses: validation from field metadata, dict / TOML round trip.
+
+    Fields whose names mark them as seeds (:func:`is_seed_field`) are also checked against [0, MAX_SEED].
+    """
 
     _what = "config"  # names the file kind in errors ("analysis config file not found")
 
@@ -179,6 +227,8 @@ class Config:
         for f in dataclasses.fields(self):
             # Normalising in place (lists -> tuples, ints -> floats) is construction, not mutation.
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _hints(type(self))[f.name]))
+            if is_seed_field(f.name):
+                _check_seed(f.name, getattr(self, f.name))
         for f in dataclasses.fields(self):  # in field order: a check may quote an earlier field
             value = self.value_of(f.name)
             for rule in f.metadata.get("checks", ()):

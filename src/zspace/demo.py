@@ -11,6 +11,7 @@ from zspace.analysis import analyze_run, encode_images
 from zspace.config import AnalysisConfig, load_config
 from zspace.evaluation.evaluate import EvaluationConfig, evaluate
 from zspace.data import find_local_dataset, load_dataset
+from zspace.generation import save_gallery
 from zspace.report import collect_run, write_html_report
 from zspace.training import train
 
@@ -62,11 +63,12 @@ def run_demo(config_path: str | Path, fashion_config_path: str | Path | None, ou
         evaluate(result.run, evaluation_config)
         report = collect_run(result.run)
         reports.append(report)
+        gallery = save_gallery(report.gallery, result.run.gallery_dir)  # the demo's own runs: grids kept beside them
         last = result.history[-1]
         rows.append(DemoRow(
             kind=result.config.model.kind, epochs=int(last["epoch"]), val_total_loss=last["val_total_loss"],
             val_reco_loss=last["val_reco_loss"], val_kl_loss=last["val_kl_loss"], mean_radius=mean_radius,
-            files=(report.gallery["reconstructions"], report.gallery["normal"]),
+            files=(gallery["reconstructions"], gallery["normal"]),
         ))
     return rows, write_html_report(reports, Path(out_dir) / "report.html")
 

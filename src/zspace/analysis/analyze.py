@@ -120,11 +120,12 @@ def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = Analysi
     )
 
 
-def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()) -> Analysis:
+def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig(), save: bool = True) -> Analysis:
     """Encodes the run's images (``config.split``), analyses them and saves the result in the run.
 
     Args:
         run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
+        save: False leaves the run directory untouched (a report only reads its runs).
     """
     run = Run.of(run)
     with run.lock("analyze"):
@@ -143,7 +144,8 @@ def _analyze_locked(run: Run, config: AnalysisConfig) -> Analysis:
                        seconds={**analysis.seconds, "encode": encode_seconds},
                        run=RunInfo(str(run.root), run.data.name,
                                    model.kl_factor if model.kind == "vae" else 0.0))
-    run.save_analysis(analysis)
+    if save:
+        run.save_analysis(analysis)
     return analysis
 
 

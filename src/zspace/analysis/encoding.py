@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from zspace.errors import ConfigError
 from zspace.storage import atomic_path
 
-__all__ = ["encode_images", "encode_run_images", "EncodedRun", "save_encoding"]
+__all__ = ["encode_images", "encode_run_images", "EncodedRun", "save_encoding", "check_encoding_path"]
 
 
 def encode_images(model, images, batch_size: int = 256, task: str = "reconstruct",
@@ -30,11 +31,17 @@ def encode_images(model, images, batch_size: int = 256, task: str = "reconstruct
     return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in parts[0]}
 
 
-def save_encoding(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Writes arrays to an ``.npz`` file atomically (no pickled objects: load with allow_pickle=False)."""
+def check_encoding_path(path: str | Path) -> Path:
+    """``path`` as a Path; ConfigError unless it names an ``.npz`` file (checked before encoding, which takes a while)."""
     path = Path(path)
     if path.suffix != ".npz":
-        raise ValueError(f"encoding output must end in .npz. Received: {path}")
+        raise ConfigError(f"encoding output must end in .npz. Received: {path}")
+    return path
+
+
+def save_encoding(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Writes arrays to an ``.npz`` file atomically (no pickled objects: load with allow_pickle=False)."""
+    path = check_encoding_path(path)
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
     return path

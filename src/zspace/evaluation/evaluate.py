@@ -95,8 +95,8 @@ class EvaluationConfig(Config):
     fit_images: int = config_field(
         "Training images whose z-points the GMM and second-stage samplers are fitted to (0 = all).", 10_000,
         _count(_MIN_IMAGES, 10**7, "all"))
-    seed: int = config_field("Seed of every draw (and of the domain feature network: a new seed, a new network).",
-                             0, _NON_NEGATIVE)
+    seed: int = config_field("Seed of every draw (and of the domain feature network: a new seed, a new network), "
+                             "in [0, 2**32).", 0, _NON_NEGATIVE)
     progress: bool = config_field("Progress bars on a terminal.", True)
 
 

@@ -1,7 +1,14 @@
 """Generation: random and post-hoc latent samples, decoding, sharpening, image grids."""
 
-from zspace.generation.gallery import DEFAULT_LIMITS, GalleryConfig, write_gallery
-from zspace.generation.grid import image_grid, save_grid
+from zspace.generation.gallery import (
+    DEFAULT_LIMITS,
+    GalleryConfig,
+    gallery_grids,
+    gallery_pngs,
+    save_gallery,
+    write_gallery,
+)
+from zspace.generation.grid import grid_png, image_grid, save_grid
 from zspace.generation.images import (
     attribute_shift,
     generate_images,
@@ -12,10 +19,15 @@ from zspace.generation.images import (
 from zspace.generation.latent import sample_latent
 from zspace.generation.modes import (
     DEFAULT_STRENGTHS,
+    MAX_GMM_COMPONENTS,
+    MAX_GRID_IMAGES,
     Grid,
     attribute_grid,
+    check_grid_path,
+    check_grid_size,
     check_limits,
     check_sharpen,
+    check_strengths,
     gmm_grid,
     interpolation_grid,
     reconstruction_grid,
@@ -39,12 +51,21 @@ __all__ = [
     "sharpen",
     "GalleryConfig",
     "write_gallery",
+    "gallery_grids",
+    "gallery_pngs",
+    "save_gallery",
     "DEFAULT_LIMITS",
     "image_grid",
+    "grid_png",
     "save_grid",
     "Grid",
     "check_limits",
     "check_sharpen",
+    "check_strengths",
+    "check_grid_size",
+    "check_grid_path",
+    "MAX_GRID_IMAGES",
+    "MAX_GMM_COMPONENTS",
     "DEFAULT_STRENGTHS",
     "sample_grid",
     "uniform_sweep_grid",

@@ -7,24 +7,28 @@ from pathlib import Path
 
 import numpy as np
 
-from zspace.config_fields import Config, at_least, config_field, each, non_empty, positive
+from zspace.config_fields import Config, at_least, at_most, config_field, each, non_empty, positive
+from zspace.generation.grid import grid_png
 from zspace.generation.modes import (
+    MAX_GMM_COMPONENTS,
+    Grid,
     gmm_grid,
     interpolation_grid,
     reconstruction_grid,
     sample_grid,
     uniform_sweep_grid,
-    write_grid,
 )
+from zspace.generation.sharpen import sharpen
+from zspace.storage import atomic_write_bytes
 
-__all__ = ["GalleryConfig", "write_gallery", "DEFAULT_LIMITS"]
+__all__ = ["GalleryConfig", "gallery_grids", "gallery_pngs", "save_gallery", "write_gallery", "DEFAULT_LIMITS"]
 
 DEFAULT_LIMITS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 5.0, 8.0)
 
 
 @dataclass(frozen=True)
 class GalleryConfig(Config):
-    """Which grids :func:`write_gallery` draws; a bad value raises ConfigError naming it."""
+    """Which grids :func:`gallery_grids` draws; a bad value raises ConfigError naming it."""
 
     n: int = config_field("Images per random grid (and per uniform-sweep row).", 10, positive())
     limits: tuple[float, ...] = config_field(
@@ -35,14 +39,15 @@ class GalleryConfig(Config):
         "PIL sharpness factor; sharpened copies are written beside the originals (``*_sharp.png``); "
         "None = no sharpening.", None, at_least(0, "a non-negative number, or none for no sharpening"),
     )
-    gmm_components: int = config_field("Components of the post-hoc Gaussian mixture sampler.", 10, positive())
+    gmm_components: int = config_field("Components of the post-hoc Gaussian mixture sampler.", 10,
+                                       positive(), at_most(MAX_GMM_COMPONENTS))
     gmm_points: int = config_field("At most this many training z-points fit the mixture.", 20_000, positive())
-    seed: int = config_field("Seed of every draw.", 0, at_least(0, "a non-negative integer"))
+    seed: int = config_field("Seed of every draw, in [0, 2**32).", 0)
 
 
-def write_gallery(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None
-                  ) -> dict[str, Path]:
-    """Writes the standard grids of a run into its gallery folder; returns {grid name: PNG path}.
+def gallery_grids(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None
+                  ) -> dict[str, Grid]:
+    """The standard grids of a run: {"normal", "uniform_sweep", "gmm", "reconstructions", "interpolation": Grid}.
 
     Args:
         run: a :class:`zspace.Run` with a trained model (and at least 2 validation images).
@@ -51,18 +56,37 @@ def write_gallery(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndar
     c = config
     # A tiny run may have fewer training points than the default number of components.
     components = c.gmm_components if z_train is None else min(c.gmm_components, len(z_train), c.gmm_points)
-    grids = {
+    return {
         "normal": replace(sample_grid(run, 3 * c.n, "normal", seed=c.seed), cols=c.n),
         "uniform_sweep": uniform_sweep_grid(run, c.limits, c.n, seed=c.seed),
         "gmm": replace(gmm_grid(run, 3 * c.n, components, c.seed, z_train, c.gmm_points), cols=c.n),
         "reconstructions": reconstruction_grid(run, c.n, seed=c.seed),
         "interpolation": replace(interpolation_grid(run, 0, 1, steps=c.n, seed=c.seed), cols=c.n),
     }
-    paths = {}
-    for name, grid in grids.items():
-        sharpen_factor = c.sharpen_factor if name != "reconstructions" else None
-        written = write_grid(run.gallery_path(name), grid, sharpen_factor, run.gallery_path(f"{name}_sharp"))
-        paths[name] = written[0]
-        if len(written) > 1:
-            paths[f"{name}_sharp"] = written[1]
+
+
+def gallery_pngs(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None
+                 ) -> dict[str, bytes]:
+    """{grid name: PNG bytes} of :func:`gallery_grids`, with a ``<name>_sharp`` copy of each generated grid
+    when ``config.sharpen_factor`` is set. Writes nothing (the report puts them beside itself)."""
+    pngs = {}
+    for name, grid in gallery_grids(run, config, z_train).items():
+        pngs[name] = grid_png(grid.images, grid.cols)
+        if config.sharpen_factor is not None and name != "reconstructions":
+            pngs[f"{name}_sharp"] = grid_png(sharpen(grid.images, config.sharpen_factor), grid.cols)
+    return pngs
+
+
+def save_gallery(pngs: dict[str, bytes], folder: str | Path) -> dict[str, Path]:
+    """Writes {grid name: PNG bytes} as ``folder/<name>.png`` (each atomically); returns {grid name: path}."""
+    paths = {name: Path(folder) / f"{name}.png" for name in pngs}
+    for name, png in pngs.items():
+        atomic_write_bytes(paths[name], png)
     return paths
+
+
+def write_gallery(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None,
+                  folder: str | Path | None = None) -> dict[str, Path]:
+    """Writes the standard grids of a run into ``folder`` (None: the run's gallery folder); returns
+    {grid name: PNG path}. See :func:`gallery_pngs`."""
+    return save_gallery(gallery_pngs(run, config, z_train), run.gallery_dir if folder is None else folder)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from zspace.storage import atomic_path
+from zspace.storage import atomic_write_bytes
 
-__all__ = ["image_grid", "save_grid"]
+__all__ = ["image_grid", "grid_png", "save_grid"]
 
 
 def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 2, min_tile: int = 64) -> np.ndarray:
@@ -43,11 +44,16 @@ def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 2, min_ti
     return np.pad(grid, ((0, pad), (0, pad), (0, 0)), constant_values=255)
 
 
+def grid_png(images: np.ndarray, cols: int | None = None) -> bytes:
+    """PNG bytes of :func:`image_grid` of ``images``."""
+    grid = image_grid(images, cols)
+    buffer = io.BytesIO()
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_grid(path: str | Path, images: np.ndarray, cols: int | None = None) -> Path:
     """Writes :func:`image_grid` of ``images`` to a PNG (atomically); returns the path."""
-    grid = image_grid(images, cols)
-    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
+    atomic_write_bytes(path, grid_png(images, cols))
     return path

@@ -21,10 +21,19 @@ from zspace.generation.samplers import GaussianMixtureSampler
 from zspace.generation.sharpen import sharpen
 from zspace.rundir import Run
 
-__all__ = ["Grid", "check_limits", "check_sharpen", "sample_grid", "uniform_sweep_grid", "gmm_grid", "reconstruction_grid", "interpolation_grid",
-           "attribute_grid", "write_grid", "DEFAULT_STRENGTHS"]
+__all__ = ["Grid", "check_limits", "check_strengths", "check_sharpen", "check_grid_size", "check_grid_path",
+           "sample_grid", "uniform_sweep_grid", "gmm_grid", "reconstruction_grid", "interpolation_grid",
+           "attribute_grid", "write_grid", "DEFAULT_STRENGTHS", "MAX_GRID_IMAGES", "MAX_GMM_COMPONENTS"]
 
 DEFAULT_STRENGTHS = (-1.0, 0.0, 1.0, 2.0)
+
+MAX_GRID_IMAGES = 10_000
+"""Most images of one grid (n times its rows), and most columns: tiles are upscaled to at least 64 pixels,
+so 10,000 of them are a 40-megapixel picture."""
+
+MAX_GMM_COMPONENTS = 1000
+"""Most components of the --dist gmm mixture (as EvaluationConfig.gmm_components): each full-covariance
+component costs O(N z_dim^2) per EM step, and more than this fit the noise of any training set."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,31 @@ def check_limits(limits) -> list[float]:
     if not limits or not all(math.isfinite(r) and r > 0 for r in limits):
         raise ConfigError(f"--limit must be positive finite numbers. Received: {limits}")
     return limits
+
+
+def check_strengths(strengths) -> list[float]:
+    """The attribute strengths as floats; ConfigError unless each is finite."""
+    strengths = [float(s) for s in strengths]
+    if not strengths or not all(math.isfinite(s) for s in strengths):
+        raise ConfigError(f"--strength must be finite numbers. Received: {strengths}")
+    return strengths
+
+
+def check_grid_size(n: int, rows: int = 1, cols: int | None = None) -> None:
+    """ConfigError unless ``rows`` rows of ``n`` images, ``cols`` per row, stay within MAX_GRID_IMAGES."""
+    if n * rows > MAX_GRID_IMAGES:
+        raise ConfigError(f"--n must give at most {MAX_GRID_IMAGES:,} images per grid. Received: --n {n} "
+                          f"x {rows} row(s) = {n * rows:,} images")
+    if cols is not None and cols > MAX_GRID_IMAGES:
+        raise ConfigError(f"--cols must be at most {MAX_GRID_IMAGES:,}. Received: {cols}")
+
+
+def check_grid_path(path: str | Path) -> Path:
+    """``path`` as a Path; ConfigError unless it names a .png file (the grid is written as PNG)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--out must name a .png file. Received: {path}")
+    return path
 
 
 def check_sharpen(factor: float | None) -> None:
@@ -79,6 +113,8 @@ def gmm_grid(run, n: int, components: int = 10, seed: int = 0, z_train: np.ndarr
         max_points: fit on a seeded random subset of at most this many points (None: all).
     """
     run = Run.of(run)
+    if not 1 <= components <= MAX_GMM_COMPONENTS:  # before the encoding, which takes a while
+        raise ConfigError(f"--components must be in [1, {MAX_GMM_COMPONENTS}]. Received: {components}")
     if z_train is None:
         from zspace.analysis.encoding import encode_run_images
 
@@ -139,7 +175,7 @@ def write_grid(path: str | Path, grid: Grid, sharpen_factor: float | None = None
     Returns the written paths.
     """
     check_sharpen(sharpen_factor)
-    path = Path(path)
+    path = check_grid_path(path)
     written = [save_grid(path, grid.images, cols=grid.cols)]
     if sharpen_factor is not None:
         sharp_path = sharp_path or path.with_name(f"{path.stem}_sharp{sharpen_factor:g}{path.suffix}")

@@ -4,6 +4,8 @@ from zspace.report.build import (
     RunReport,
     collect_run,
     comparison_figures,
+    distinct_labels,
+    label_runs,
     comparison_tables,
     write_comparison,
     write_html_report,
@@ -12,6 +14,8 @@ from zspace.report.build import (
 __all__ = [
     "RunReport",
     "collect_run",
+    "distinct_labels",
+    "label_runs",
     "comparison_tables",
     "comparison_figures",
     "write_comparison",

@@ -1,11 +1,21 @@
-"""Comparison tables and figures of several runs, the `compare` folder and the self-contained HTML report."""
+"""Comparison tables and figures of several runs, the `compare` folder and the self-contained HTML report.
+
+Reports only read their runs: analyses missing from a run are computed in memory, and the
+generated grids are written beside the report (``<report stem>_files/``), never into a run.
+Runs are named by the shortest trailing part of their paths that tells them apart
+(:func:`distinct_labels`), in tables, legends and file names alike.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
-import math
 import io
+import math
+import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,14 +24,17 @@ from PIL import Image
 
 from zspace.analysis import Analysis, analyze_run
 from zspace.config import AnalysisConfig, RunConfig
+from zspace.errors import ConfigError
 from zspace.evaluation.evaluate import Evaluation
-from zspace.generation import GalleryConfig, write_gallery
+from zspace.generation import GalleryConfig, gallery_pngs
 from zspace.report import plots
 from zspace.rundir import Run
 from zspace.storage import atomic_write_bytes, atomic_write_text
 
-__all__ = ["RunReport", "collect_run", "comparison_tables", "comparison_figures", "write_comparison",
-           "write_html_report"]
+__all__ = ["RunReport", "collect_run", "distinct_labels", "label_runs", "comparison_tables", "comparison_figures",
+           "write_comparison", "write_html_report", "check_report_path", "report_files_dir"]
+
+REPORT_SUFFIXES = (".html", ".htm")
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -32,19 +45,23 @@ class RunReport:
 
     Attributes:
         run: the run directory; history: its history.csv rows; analysis: its analysis.
-        gallery: {grid name: PNG path} written by :func:`zspace.generation.write_gallery`.
+        gallery: {grid name: PNG bytes} drawn by :func:`zspace.generation.gallery_pngs`.
         evaluation: the run's ``zspace evaluate`` records, None when it has not been evaluated.
+        label: its name among the runs of a report (:func:`label_runs`; empty: the folder's name);
+        file_stem: that name as a file-name prefix.
     """
 
     run: Run
     history: list[dict[str, float]]
     analysis: Analysis
-    gallery: dict[str, Path] = field(default_factory=dict)
+    gallery: dict[str, bytes] = field(default_factory=dict)
     evaluation: Evaluation | None = None
+    label: str = ""
+    file_stem: str = ""
 
     @property
     def name(self) -> str:
-        return self.run.name
+        return self.label or self.run.name
 
     @property
     def config(self) -> RunConfig:
@@ -57,7 +74,7 @@ class RunReport:
 
 def collect_run(run: Run | str | Path, analysis_config: AnalysisConfig | None = None,
                 gallery_config: GalleryConfig = GalleryConfig()) -> RunReport:
-    """A run's history and analysis (running ``analyze`` first if it has none), and its gallery written.
+    """A run's history, analysis (computed in memory when the run has none) and gallery; reads the run only.
 
     Args:
         run: a :class:`zspace.Run` (model and dataset are loaded once for all parts) or its directory.
@@ -65,10 +82,61 @@ def collect_run(run: Run | str | Path, analysis_config: AnalysisConfig | None = 
     """
     run = Run.of(run)
     run.model  # noqa: B018  (a run without a model fails here, before any analysis work)
-    analysis = run.load_analysis() if run.has_analysis() else analyze_run(run, analysis_config or AnalysisConfig())
-    gallery = write_gallery(run, gallery_config, analysis.z_train)
+    analysis = (run.load_analysis() if run.has_analysis()
+                else analyze_run(run, analysis_config or AnalysisConfig(), save=False))
+    gallery = gallery_pngs(run, gallery_config, analysis.z_train)
     evaluation = run.load_evaluation() if run.evaluation_json.is_file() else None
     return RunReport(run, run.history, analysis, gallery, evaluation)
+
+
+def distinct_labels(paths: list[str | Path]) -> list[str]:
+    """Names telling the runs at ``paths`` apart: the shortest trailing parts of each absolute path that no
+    other path shares ("p1/run", "p2/run"; "run" alone when unique); the same path twice is numbered ("run (2)")."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    depth = [1] * len(parts)
+
+    def tails() -> list[str]:
+        return [str(Path(*p[-d:])) for p, d in zip(parts, depth)]
+
+    while True:
+        labels = tails()
+        paths_of: dict[str, set] = {}
+        for label, p in zip(labels, parts):
+            paths_of.setdefault(label, set()).add(p)
+        # a label shared by different paths grows by one part (the same path twice cannot be told apart)
+        clashing = [i for i, label in enumerate(labels) if len(paths_of[label]) > 1 and depth[i] < len(parts[i])]
+        if not clashing:
+            break
+        for i in clashing:
+            depth[i] += 1
+    counts = Counter(labels)
+    seen: Counter = Counter()
+    numbered = []
+    for label in labels:
+        seen[label] += 1
+        numbered.append(f"{label} ({seen[label]})" if counts[label] > 1 else label)
+    return numbered
+
+
+def _file_stems(labels: list[str]) -> list[str]:
+    """File-name prefixes of the labels (other characters as "_"), made distinct by a number where needed."""
+    stems, taken = [], set()
+    for label in labels:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "run"
+        stem, n = base, 1
+        while stem in taken:
+            n += 1
+            stem = f"{base}-{n}"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def label_runs(runs: list[RunReport]) -> list[RunReport]:
+    """Copies of the reports, each with its :func:`distinct_labels` label and file stem."""
+    labels = distinct_labels([r.run.root for r in runs])
+    return [dataclasses.replace(r, label=label, file_stem=stem)
+            for r, label, stem in zip(runs, labels, _file_stems(labels))]
 
 
 def _f(value, digits: int = 3) -> str:
@@ -81,6 +149,7 @@ def _f(value, digits: int = 3) -> str:
 
 def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     """{title: (headers, rows)} of final losses, radius, axes, clustering and VAE internals."""
+    runs = label_runs(runs)
     tables: dict[str, Table] = {}
     rows = []
     for r in runs:
@@ -168,6 +237,7 @@ def _sampler_order(q) -> tuple:
 
 def comparison_figures(runs: list[RunReport]) -> dict[str, bytes]:
     """{name: PNG bytes} of the overlaid plots of all runs."""
+    runs = label_runs(runs)
     s = [(r.name, r.analysis) for r in runs]
     figures = {
         "losses": plots.plot_loss_curves([(r.name, r.history) for r in runs if r.history]),
@@ -219,9 +289,9 @@ def projection_figures(run: RunReport) -> dict[str, bytes]:
     return {name: plots.figure_png(fig) for name, fig in figures.items()}
 
 
-def side_by_side(paths: list[Path], gap: int = 12) -> bytes:
-    """PNG bytes of images placed left to right (top-aligned, white gaps)."""
-    pictures = [Image.open(p).convert("RGB") for p in paths]
+def side_by_side(pngs: list[bytes], gap: int = 12) -> bytes:
+    """PNG bytes of PNG images placed left to right (top-aligned, white gaps)."""
+    pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
     width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
     canvas = Image.new("RGB", (width, max(p.height for p in pictures)), "white")
     x = 0
@@ -244,6 +314,7 @@ def _markdown(tables: dict[str, Table]) -> str:
 
 def write_comparison(runs: list[RunReport], out_dir: str | Path) -> dict[str, Path]:
     """Writes overlaid plots, side-by-side generation grids and ``comparison.md`` into ``out_dir``."""
+    runs = label_runs(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -279,10 +350,34 @@ SECTIONS = ("Runs", "Training curves", "Evaluation", "Radius", "Per-axis distrib
             "VAE internals", "Generation")
 
 
-def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
-    """One self-contained HTML file (images embedded); the PNGs are also saved in ``<stem>_files/``."""
+def check_report_path(path: str | Path) -> Path:
+    """``path`` as a Path; ConfigError unless it names an .html (or .htm) file."""
     path = Path(path)
-    files = path.with_name(f"{path.stem}_files")
+    if path.suffix.lower() not in REPORT_SUFFIXES:
+        raise ConfigError(f"--out must name an .html file. Received: {path}")
+    return path
+
+
+def report_files_dir(path: str | Path) -> Path:
+    """The folder of a report's PNGs: ``<stem>_files/`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_files")
+
+
+def _run_list(runs: list[RunReport]) -> str:
+    items = "".join(f"<li><b>{html.escape(r.name)}</b>: <code>{html.escape(os.path.abspath(r.run.root))}</code></li>"
+                    for r in runs)
+    return f"<ul class='runs'>{items}</ul>"
+
+
+def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
+    """One self-contained HTML file (images embedded); the PNGs are also saved in ``<stem>_files/``.
+
+    Writes nothing into the runs' directories.
+    """
+    path = check_report_path(path)
+    runs = label_runs(runs)
+    files = report_files_dir(path)
     figures = comparison_figures(runs)
     tables = comparison_tables(runs)
     saved: dict[str, bytes] = dict(figures)
@@ -296,7 +391,7 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
         return f"<figure>{_img(saved[name], caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
     table = lambda title: _table_html(*tables[title]) if title in tables else ""  # noqa: E731
-    section("Runs", table("Final losses (per image; BCE in nats)"))
+    section("Runs", _run_list(runs) + table("Final losses (per image; BCE in nats)"))
     section("Training curves", figure("losses", "total, reconstruction and KL loss per epoch (dashed: validation)")
             if "losses" in saved else "<p>No history.</p>")
     quality = "".join(f"<h3>{html.escape(t)}</h3>" + table(t) for t in tables if t.startswith("Sample quality"))
@@ -311,8 +406,8 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
     projections = [figure("explained_variance", "PCA: cumulative explained variance")]
     for r in runs:
         for name, png in projection_figures(r).items():
-            saved[f"{r.name}_{name}"] = png
-            projections.append(figure(f"{r.name}_{name}", f"{r.name}: {name.replace('_', ' ')}"))
+            saved[f"{r.file_stem}_{name}"] = png
+            projections.append(figure(f"{r.file_stem}_{name}", f"{r.name}: {name.replace('_', ' ')}"))
     section("Projections", "".join(projections))
     if "VAE internals" in tables:
         section("VAE internals", table("VAE internals") + figure("logvar", "logvar components per interval")
@@ -321,9 +416,9 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
         section("VAE internals", "<p>No VAE among these runs.</p>")
     generation = []
     for r in runs:
-        for grid, png_path in r.gallery.items():
-            key = f"{r.name}_grid_{grid}"
-            saved[key] = Path(png_path).read_bytes()
+        for grid, png in r.gallery.items():
+            key = f"{r.file_stem}_grid_{grid}"
+            saved[key] = png
             generation.append(figure(key, f"{r.name}: {grid.replace('_', ' ')}"))
     section("Generation", "".join(generation))
     parts.append("</body></html>")
