@@ -12,6 +12,7 @@ Layout of ``RUN/``::
     analysis.npz       ``zspace analyze``: z, mu, logvar, labels, embeddings
     evaluation.json    ``zspace evaluate``
     .zspace.lock       held by the one command writing into the run (train, analyze, evaluate)
+    gallery/           grids `zspace demo` writes (reports keep theirs beside the report)
 
 Nothing here imports Keras until a model is loaded, so the CLI stays fast.
 """

@@ -128,11 +128,13 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
         save: False leaves the run directory untouched (a report only reads its runs).
     """
     run = Run.of(run)
+    if not save:  # reads only: no lock, nothing written (a report of a read-only run)
+        return _analyze(run, config, save=False)
     with run.lock("analyze"):
-        return _analyze_locked(run, config)
+        return _analyze(run, config, save=True)
 
 
-def _analyze_locked(run: Run, config: AnalysisConfig) -> Analysis:
+def _analyze(run: Run, config: AnalysisConfig, save: bool) -> Analysis:
     check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
     start = time.perf_counter()
     encoded = encode_run_images(run, config.split, config.batch_size)
