@@ -308,3 +308,19 @@ def test_out_in_a_read_only_folder_is_refused_before_the_work(capsys, run_dir, t
         assert "is not writable" in one_error_line(capsys, ["encode", str(run_dir), "--out", str(locked / "z.npz")])
     finally:
         locked.chmod(0o755)
+
+
+def test_a_fresh_process_prints_one_error_line_without_tensorflows_startup_lines(tmp_path):
+    """TensorFlow's C++ runtime logs two lines on import whatever TF_CPP_MIN_LOG_LEVEL says; the CLI
+    drops exactly those, so a shell user sees the one error line (and other stderr output is kept)."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_config(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "zspace.cli", "train", "--config", str(path), "--set",
+                             "z_dim=1000000000"], capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zspace: error: `z_dim`"), result.stderr

@@ -73,3 +73,14 @@ def test_bad_shapes():
         radius_stats(np.zeros(3))
     with pytest.raises(ValueError, match="one shape"):
         vae_internals(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_an_automatic_radius_range_is_bounded_and_far_outliers_count_as_above():
+    from zspace.analysis.statistics import MAX_RADIUS_BINS
+
+    z = np.zeros((100, 4))
+    z[:, 0] = np.linspace(0.1, 3.0, 100)
+    z[-2:, 0] = [1e12, np.inf]  # two points far away (one not even finite)
+    stats = radius_stats(z, bin_width=0.01, value_range=None)
+    assert len(stats.counts) == MAX_RADIUS_BINS and stats.above == 2
+    assert stats.counts.sum() == 98

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+import tempfile
 import traceback
 from enum import Enum
 from pathlib import Path
@@ -358,6 +360,41 @@ _add_prepare_command("celeba", "CelebA: img_align_celeba JPEGs (+ list_attr_cele
 _add_prepare_command("images", "Any folder of JPEG / PNG images; sub-folder names become labels.")
 
 
+# Lines TensorFlow's C++ runtime prints while it loads, whatever TF_CPP_MIN_LOG_LEVEL says (absl
+# logs them before its own initialisation): they would bury a one-line error.
+_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+                            r"STDERR|I0000 00:00:\d+\.\d+ +\d+ port\.cc:\d+\] oneDNN custom operations are on)")
+# Commands that run a model: they load Keras (and the backend) anyway.
+_KERAS_COMMANDS = {"train", "encode", "analyze", "evaluate", "generate", "compare", "report", "demo"}
+
+
+@contextlib.contextmanager
+def _without_startup_noise():
+    """Runs the block with file descriptor 2 captured, then writes back all of it but :data:`_STARTUP_NOISE`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _STARTUP_NOISE.match(line)))
+            sys.stderr.flush()
+
+
+def _load_keras_quietly(argv: list[str]) -> None:
+    """Imports Keras before a model command runs, without the runtime's start-up lines."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in _KERAS_COMMANDS and "keras" not in sys.modules:
+        with _without_startup_noise():
+            import keras  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command and returns its exit code.
 
@@ -366,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     from typer.exceptions import Abort, TyperException
 
+    _load_keras_quietly(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, standalone_mode=False, prog_name="zspace")
     except TyperException as exc:  # usage errors: unknown option, missing file, bad number, ...

@@ -65,19 +65,30 @@ class RadiusStats(Record):
     expected_normal: float
 
 
+# Bins of an automatic radius histogram, at most (the config bounds a given range the same way).
+MAX_RADIUS_BINS = 10_000
+
+
 def radius_stats(z, bin_width: float = 0.5, value_range: tuple[float, float] | None = (0.0, 35.0)) -> RadiusStats:
     """Radius histogram and summary of z-points.
 
     Args:
         z: (N, z_dim) points.
         bin_width: histogram bin width (same units as z).
-        value_range: (low, high) of the histogram; None = from 0 to the largest radius.
+        value_range: (low, high) of the histogram; None = from 0 to the largest radius, at most
+            :data:`MAX_RADIUS_BINS` bins (points beyond count as ``above``: a few far outliers
+            cannot make the histogram allocate without bound).
     """
     z = _as_points(z)
     if not bin_width > 0:
         raise ValueError(f"`bin_width` must be positive. Received: bin_width={bin_width}")
     radii = np.linalg.norm(z.astype(np.float64), axis=1)
-    low, high = value_range if value_range is not None else (0.0, float(radii.max()) + bin_width)
+    if value_range is None:
+        finite = radii[np.isfinite(radii)]
+        largest = float(finite.max()) if len(finite) else 0.0
+        low, high = 0.0, min(largest + bin_width, MAX_RADIUS_BINS * bin_width)
+    else:
+        low, high = value_range
     if not high > low:
         raise ValueError(f"`value_range` must be (low, high) with high > low. Received: {value_range}")
     n_bins = max(1, int(math.ceil((high - low) / bin_width - 1e-9)))
