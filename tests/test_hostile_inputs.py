@@ -101,6 +101,8 @@ DAMAGES = {
     "analysis.npz": {"garbage": _bytes(GARBAGE), "truncated": _truncated, "sparse": _sparse(2**34),
                      "empty": _bytes(b"")},
     "history.csv": {"garbage": _bytes(GARBAGE), "sparse": _sparse(2**31), "words": _bytes(b"epoch,total_loss\n1,x\n")},
+    "evaluation.json": {"garbage": _bytes(GARBAGE), "list": _json([1, 2]), "nested": _bytes(NESTED),
+                        "sparse": _sparse(2**31)},
 }
 
 # Which commands read which file (each reads the files before it in its own way).
@@ -110,6 +112,7 @@ READERS = {
     "analysis.json": ["report", "compare"],
     "analysis.npz": ["report", "compare"],
     "history.csv": ["report", "train"],
+    "evaluation.json": ["report", "compare"],
 }
 
 

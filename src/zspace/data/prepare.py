@@ -41,7 +41,7 @@ from PIL import Image
 
 from zspace.config_fields import Config, at_least, check, config_field, in_range, positive
 from zspace.data.cache import CACHE_FORMAT, MANIFEST, SPLITS, read_manifest
-from zspace.errors import CacheDirError, DataError, ZspaceError
+from zspace.errors import CacheDirError, DataError, DiskFullError, ZspaceError
 from zspace.storage import TEMP_PREFIX, atomic_path, atomic_write_text
 
 __all__ = ["PrepareConfig", "PrepareResult", "prepare_celeba", "prepare_images", "load_image",
@@ -337,13 +337,14 @@ def _writing(out: Path, what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if isinstance(exc, ZspaceError):
+        disk_full = isinstance(exc, DiskFullError) or exc.errno in _DISK_FULL  # the former from zspace.storage
+        if isinstance(exc, ZspaceError) and not disk_full:
             raise
         try:
             free = f"{_mib(_free_bytes(out))} free"
         except OSError:
             free = "free space unknown"
-        if exc.errno in _DISK_FULL:
+        if disk_full:
             raise CacheDirError(
                 f"{out}: no space left on the device while writing {what} ({free}); the finished shards "
                 f"are kept: free some space or choose another --out, and rerun the same command."
