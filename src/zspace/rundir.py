@@ -38,7 +38,7 @@ import numpy as np
 from zspace.config import RunConfig, load_config
 from zspace.data import Dataset, SplitData, check_input_shape, load_dataset, train_validation_split
 from zspace.errors import RunError
-from zspace.storage import atomic_write_text
+from zspace.storage import atomic_write_text, remove_stale_temporaries
 
 if TYPE_CHECKING:
     from zspace.analysis import Analysis
@@ -266,7 +266,8 @@ class Run:
 
         The lock is an flock on ``.zspace.lock`` (the filelock library): the kernel releases it when
         the holder exits or is killed, so a stale lock file is harmless. The holder writes its PID,
-        host and command into the file for the message the next contender gets.
+        host and command into the file for the message the next contender gets, and removes the
+        temporaries a killed writer left in the run's folder.
 
         Raises:
             RunError: another process holds the lock; the message names its PID and command.
@@ -282,6 +283,7 @@ class Run:
                            f"and run `zspace {command}` again.") from None
         try:
             self._write_lock_holder(command)
+            remove_stale_temporaries(self.root)  # a killed writer's; only the lock's holder may write here
             yield
         finally:
             lock.release()
