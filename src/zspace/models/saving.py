@@ -82,6 +82,8 @@ KERAS_CLASSES: dict[str, frozenset[str]] = {
     "keras.layers": frozenset({"Activation", "AlphaDropout", "BatchNormalization", "Conv2D", "Conv2DTranspose",
                                "Dense", "Dropout", "Flatten", "InputLayer", "Reshape"}),
     "keras.optimizers": frozenset({"Adam"}),
+    # Keras' PyTorch backend records its own Adam subclass for a compiled model.
+    "keras.src.backend.torch.optimizers.torch_adam": frozenset({"Adam"}),
     "keras.src.models.functional": frozenset({"Functional"}),
 }
 _KERAS_MARKERS = frozenset({"__keras_tensor__"})  # a symbolic tensor in a Functional's graph
