@@ -97,7 +97,7 @@ def test_bad_generate_and_analyze_options(capsys, run_dir, tmp_path):
                                                               "--dist", "gauss"])
     assert "Invalid value for '--n'" in one_error_line(capsys, ["generate", str(run_dir), "--out", str(out),
                                                                 "--n", "many"])
-    for limits in (["inf"], ["1", "nan"], ["0"]):
+    for limits in (["inf"], ["1", "nan"], ["0"], ["1e308"]):  # 1e308: numpy's uniform overflows
         args = [arg for r in limits for arg in ("--limit", r)]
         assert "--limit must be positive finite numbers" in one_error_line(
             capsys, ["generate", str(run_dir), "--out", str(out), "--dist", "uniform", *args])

@@ -290,3 +290,14 @@ def test_config_files_are_read_bounded_and_as_utf8(tmp_path):
     latin.write_bytes('[train]\ndataset = "d\xe9j\xe0"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 20\); expected a TOML config file"):
         load_config(latin)
+
+
+@pytest.mark.parametrize("nested", ["[" * 5000 + "]" * 5000, "{a = " * 5000 + "1" + "}" * 5000])
+def test_deeply_nested_toml_is_one_config_error(tmp_path, nested):
+    # tomllib recurses once per level: a few thousand levels (10 KB) exhaust Python's stack.
+    path = tmp_path / "deep.toml"
+    path.write_text(f"[model]\nz_dim = {nested}\n")
+    with pytest.raises(ConfigError, match="deep.toml: arrays or tables nested deeper than Python can parse"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="--set z_dim: the value nests arrays or tables deeper"):
+        parse_overrides([f"z_dim={nested}"])

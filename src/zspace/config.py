@@ -422,6 +422,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
+        except RecursionError:  # tomllib recurses once per nested array / inline table
+            raise ConfigError(f"--set {key}: the value nests arrays or tables deeper than Python can parse.") from None
         overrides[key] = value
     return overrides
 

@@ -200,6 +200,9 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array / inline table
+        raise ConfigError(f"{source}: arrays or tables nested deeper than Python can parse; "
+                          f"expected a TOML config.") from None
 
 
 def is_seed_field(name: str) -> bool:

@@ -31,6 +31,7 @@ __all__ = ["Shard", "ShardedImages", "CacheContents", "read_cache", "read_manife
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "zspace-image-cache"
+CACHE_VERSION = 1  # manifest "version": a cache laid out by another version is refused, not misread
 SPLITS = ("train", "valid", "test")
 # A manifest of a million-image cache with 1 % bad files is about 2 MiB; larger ones are refused
 # unread. Environment variable ZSPACE_MAX_MANIFEST_BYTES, read at each call, overrides it.
@@ -99,6 +100,8 @@ def check_manifest(manifest, path: Path) -> dict:
         raise refuse(f"holds a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != CACHE_FORMAT:
         raise refuse(f"format is {_show(manifest.get('format'))}, not {CACHE_FORMAT!r}")
+    if manifest.get("version") != CACHE_VERSION or not _is_int(manifest.get("version")):
+        raise refuse(f"version is {_show(manifest.get('version'))}; this zspace reads version {CACHE_VERSION}")
     size, channels, shards = manifest.get("size"), manifest.get("channels"), manifest.get("shards")
     if not isinstance(manifest.get("complete"), bool):
         raise refuse("'complete' is not true or false")

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from zspace.config_fields import Config, at_least, check, config_field, in_range, positive
-from zspace.data.cache import CACHE_FORMAT, MANIFEST, SPLITS, read_manifest
+from zspace.data.cache import CACHE_FORMAT, CACHE_VERSION, MANIFEST, SPLITS, read_manifest
 from zspace.errors import CacheDirError, DataError, DiskFullError, ZspaceError
 from zspace.storage import TEMP_PREFIX, atomic_path, atomic_write_text
 
@@ -477,7 +477,7 @@ def _prepare_locked(source: _Source, out: Path, config: PrepareConfig, src: Path
     chunks = [range(i, min(i + config.shard_size, n)) for i in range(0, n, config.shard_size)]
     plans = [_plan_hash((source.names[i] for i in chunk), config, source.kind) for chunk in chunks]
     manifest = {
-        "format": CACHE_FORMAT, "version": 1, "kind": source.kind, "source": str(src),
+        "format": CACHE_FORMAT, "version": CACHE_VERSION, "kind": source.kind, "source": str(src),
         "size": config.size, "channels": 3, "crop": list(config.crop) if config.crop else "center",
         "shard_size": config.shard_size, "split_names": list(SPLITS),
         "attribute_names": source.attribute_names, "label_names": source.label_names,

@@ -23,7 +23,7 @@ from zspace.rundir import Run
 
 __all__ = ["Grid", "check_limits", "check_strengths", "check_sharpen", "check_grid_size", "check_grid_path",
            "sample_grid", "uniform_sweep_grid", "gmm_grid", "reconstruction_grid", "interpolation_grid",
-           "attribute_grid", "write_grid", "DEFAULT_STRENGTHS", "MAX_GRID_IMAGES", "MAX_GMM_COMPONENTS"]
+           "attribute_grid", "write_grid", "DEFAULT_STRENGTHS", "MAX_GRID_IMAGES", "MAX_GMM_COMPONENTS", "MAX_LIMIT"]
 
 DEFAULT_STRENGTHS = (-1.0, 0.0, 1.0, 2.0)
 
@@ -35,6 +35,11 @@ MAX_GMM_COMPONENTS = 1000
 """Most components of the --dist gmm mixture (as EvaluationConfig.gmm_components): each full-covariance
 component costs O(N z_dim^2) per EM step, and more than this fit the noise of any training set."""
 
+MAX_LIMIT = 1e4
+"""Largest --limit half-width r of U[-r, r] (as EvaluationConfig.limits): numpy cannot draw from a range
+wider than the largest float (r = 1e308 raises OverflowError), and beyond this r only overflows the float32
+decoder input."""
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -45,10 +50,10 @@ class Grid:
 
 
 def check_limits(limits) -> list[float]:
-    """The half-widths as floats; ConfigError unless each is finite and positive."""
+    """The half-widths as floats; ConfigError unless each is in (0, MAX_LIMIT]."""
     limits = [float(r) for r in limits]
-    if not limits or not all(math.isfinite(r) and r > 0 for r in limits):
-        raise ConfigError(f"--limit must be positive finite numbers. Received: {limits}")
+    if not limits or not all(math.isfinite(r) and 0 < r <= MAX_LIMIT for r in limits):
+        raise ConfigError(f"--limit must be positive finite numbers, at most {MAX_LIMIT:g}. Received: {limits}")
     return limits
 
 
