@@ -43,11 +43,11 @@ def _clear_errors():
         typer.echo(f"zspace: error: {message}", err=True)
         raise typer.Exit(2) from None
     except OSError as exc:
-        if exc.errno != errno.ENAMETOOLONG:
+        if exc.errno != errno.ENAMETOOLONG:  # filename2: the target of a rename (the temporary is short)
             raise
         if _state["debug"]:
             traceback.print_exc()
-        typer.echo(f"zspace: error: {exc.filename}: a file name longer than this file system allows "
+        typer.echo(f"zspace: error: {exc.filename2 or exc.filename}: a file name longer than this file system allows "
                    f"(usually 255 bytes per name); choose a shorter one.", err=True)
         raise typer.Exit(2) from None
 
