@@ -47,8 +47,8 @@ def _clear_errors():
             raise
         if _state["debug"]:
             traceback.print_exc()
-        typer.echo(f"zspace: error: {exc.filename2 or exc.filename}: a file name longer than this file system allows "
-                   f"(usually 255 bytes per name); choose a shorter one.", err=True)
+        typer.echo(f"zspace: error: {exc.filename2 or exc.filename}: a file name longer than this file system "
+                   f"allows (usually 255 bytes per name); choose a shorter one.", err=True)
         raise typer.Exit(2) from None
 
 
