@@ -324,3 +324,8 @@ def test_a_fresh_process_prints_one_error_line_without_tensorflows_startup_lines
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zspace: error: `z_dim`"), result.stderr
+
+
+def test_an_output_name_longer_than_the_file_system_allows_is_one_line(capsys, run_dir, tmp_path):
+    line = one_error_line(capsys, ["generate", str(run_dir), "--out", str(tmp_path / ("y" * 300 + ".png"))])
+    assert "a file name longer than this file system allows" in line

@@ -477,3 +477,14 @@ def test_no_temporary_folder_is_left_by_refused_files(tmp_path, model_file, priv
     assert list(private_tmp.iterdir()) == []
     # Keras extracts big weights beside the file: nothing may be left there either.
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["system-tmp"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_model_with_non_finite_weights_is_refused_with_one_line(tmp_path, capsys, bad):
+    """NaN weights made every z NaN: analyze, evaluate, report and generate --dist gmm ended in tracebacks."""
+    model = build_model(tiny_model_config(), seed=0)
+    model.set_weights([np.full_like(w, bad) if w.dtype.kind == "f" and w.ndim > 1 else w
+                       for w in model.get_weights()])
+    path = saved(tmp_path / "m.keras", model)
+    refusal(path, load_autoencoder, match="holds non-finite values")
+    refusal(saved(tmp_path / "encoder.keras", model.encoder), load_model, match="holds non-finite values")

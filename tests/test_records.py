@@ -125,6 +125,7 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
     pair_id = json.loads(run.analysis_json.read_text())["analysis_id"]
     for arrays in ({k: v for k, v in analysis.arrays.items() if k != "z"},  # z missing
                    {**analysis.arrays, "z": np.array(["a"] * 120)},  # z of strings
+                   {**analysis.arrays, "z": np.full_like(analysis.arrays["z"], np.nan)},  # report's GMM fit crashed
                    {**analysis.arrays, "pca_indices": analysis.arrays["pca_indices"] + 500}):  # out of range
         np.savez(run.analysis_npz, **arrays, analysis_id=np.asarray(pair_id))
         with pytest.raises(RunError, match=r"analysis\.json: not an analysis .*array `(z|pca_indices)`"):

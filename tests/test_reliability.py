@@ -361,3 +361,15 @@ def test_bfloat16_precision_trains_and_saves(tmp_path):
     loaded = load_model(tmp_path / "model.keras")  # inference runs in float32 with the trained weights
     assert loaded.encoder.get_layer("encoder_conv_0").compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+
+
+@pytest.mark.parametrize("stem", ["x" * 240, "é" * 120])
+def test_a_name_near_the_file_name_limit_is_written_atomically(tmp_path, stem):
+    """The temporary's name adds 14 characters to the stem: with the whole stem it passed 255 bytes
+    (a run folder with a long name made `report` fail on its assets with ENAMETOOLONG)."""
+    path = tmp_path / f"{stem}.png"
+    assert len(os.fsencode(path.name)) <= 255
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"data")
+    assert path.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -160,3 +160,11 @@ def test_report_of_a_read_only_run(same_named, tmp_path):
     finally:
         for p, mode in modes.items():
             p.chmod(mode)
+
+
+def test_asset_names_of_runs_with_long_folder_names_stay_legal_and_distinct():
+    """A 250-character run folder made asset names past 255 bytes (ENAMETOOLONG at the report's write)."""
+    from zspace.report.build import MAX_FILE_STEM, _file_stems
+
+    stems = _file_stems(["x" * 250, "x" * 250 + "y", "p/" + "é" * 200])
+    assert all(len(stem) <= MAX_FILE_STEM + 3 for stem in stems) and len(set(stems)) == 3

@@ -326,3 +326,20 @@ def test_sigkill_of_analyze_in_its_saves_leaves_a_readable_pair_or_one_line(thre
     assert main(["analyze", str(run_dir), *fast]) == 0
     assert isinstance(Run.open(run_dir).load_analysis(), Analysis)
     assert not list(run_dir.glob(".tmp-*"))  # the next writer removed what the killed one left
+
+
+@pytest.mark.parametrize("planted", ["symlink", "folder"])
+def test_a_lock_file_that_is_a_symlink_or_a_folder_is_one_line_and_its_target_untouched(tmp_path, planted):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    if planted == "symlink":
+        (run_dir / ".zspace.lock").symlink_to(target)
+    else:
+        (run_dir / ".zspace.lock").mkdir()
+    with pytest.raises(RunError, match=r"\.zspace\.lock: cannot be opened as the run's lock file \(.+\); it must "
+                                       r"be a plain file"):
+        with Run(run_dir).lock("analyze"):
+            pass
+    assert target.read_text() == "keep me\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -40,6 +41,14 @@ def _clear_errors():
             traceback.print_exc()
         message = str(exc) or type(exc).__name__
         typer.echo(f"zspace: error: {message}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # filename2: the target of a rename (the temporary is short)
+            raise
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"zspace: error: {exc.filename2 or exc.filename}: a file name longer than this file system "
+                   f"allows (usually 255 bytes per name); choose a shorter one.", err=True)
         raise typer.Exit(2) from None
 
 

@@ -281,6 +281,9 @@ class Run:
         except Timeout:
             raise RunError(f"{self.root} is in use by {self._lock_holder()}; wait for it to finish (or stop it) "
                            f"and run `zspace {command}` again.") from None
+        except OSError as exc:  # a symlink (filelock opens with O_NOFOLLOW: ELOOP), a folder, a read-only run
+            raise RunError(f"{self.lock_path}: cannot be opened as the run's lock file ({exc.strerror or exc}); "
+                           f"it must be a plain file (or absent) in a writable run directory.") from None
         try:
             self._write_lock_holder(command)
             remove_stale_temporaries(self.root)  # a killed writer's; only the lock's holder may write here

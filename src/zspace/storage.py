@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 TEMP_PREFIX = ".tmp-"
+MAX_TEMP_STEM_BYTES = 64  # of the final name's stem (and suffix) kept in a temporary's name
 
 
 def _umask() -> int:
@@ -75,7 +76,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=path.suffix, dir=path.parent)
+    # The temporary's name adds 14 characters to the stem: cut it so that a legal name near the
+    # 255-byte limit of a file name (a run folder's long name in report assets) stays legal.
+    stem = os.fsencode(path.stem)[:MAX_TEMP_STEM_BYTES].decode("utf-8", errors="ignore")
+    suffix = path.suffix if len(os.fsencode(path.suffix)) <= MAX_TEMP_STEM_BYTES else ""
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())

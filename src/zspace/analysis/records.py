@@ -124,6 +124,8 @@ class Analysis(Record):
                     want is not None and got != want for got, want in zip(array.shape, shape)):
                 raise ValueError(f"array `{name}` must be numeric of shape {shape} (None: any). "
                                  f"Received: {array.dtype} {array.shape}")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():  # analyze never writes them
+                raise ValueError(f"array `{name}` holds non-finite values (NaN or infinity)")
         for name in [k for k in expected if k.endswith("_indices")]:
             if len(self.arrays[name]) and not 0 <= self.arrays[name].min() <= self.arrays[name].max() < n:
                 raise ValueError(f"array `{name}` must index the {n} points")

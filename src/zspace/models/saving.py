@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from zspace.config import ModelConfig
 from zspace.errors import ModelFileError, ZspaceError
@@ -445,12 +446,23 @@ def _keras_load(path: Path, compile: bool) -> keras.Model:
         raise _refused(path, f"could not be loaded ({type(exc).__name__}: {_short(str(exc))}).") from None
 
 
+def _check_finite_weights(path: Path, model: keras.Model) -> keras.Model:
+    """Refuses a model whose weights hold NaN or infinity (diverged, or damaged): every z-point and
+    image it makes is NaN, which would only fail later, deep in the analysis, as a traceback."""
+    for variable in model.weights:
+        values = keras.ops.convert_to_numpy(variable.value)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise _refused(path, f"its weight {_short(variable.path)} holds non-finite values (NaN or infinity): "
+                                 f"the model diverged or the file is damaged; nothing it computes is usable.")
+    return model
+
+
 def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     """Loads a zspace ``.keras`` model (an Autoencoder, or its encoder / decoder network) with
     ``safe_mode=True`` after :func:`inspect_model_file`."""
     path = Path(path)
     inspect_model_file(path)
-    return _keras_load(path, compile)
+    return _check_finite_weights(path, _keras_load(path, compile))
 
 
 def load_autoencoder(path: str | Path, compile: bool = False):
@@ -462,4 +474,4 @@ def load_autoencoder(path: str | Path, compile: bool = False):
     model = _keras_load(path, compile)
     if not isinstance(model, Autoencoder):
         raise _refused(path, f"not a zspace model: it loads as a {type(model).__name__}, not an Autoencoder.")
-    return model
+    return _check_finite_weights(path, model)

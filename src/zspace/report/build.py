@@ -118,11 +118,16 @@ def distinct_labels(paths: list[str | Path]) -> list[str]:
     return numbered
 
 
+MAX_FILE_STEM = 100
+"""Most characters of a run's part in the report's asset names (``<stem>_grid_<grid>.png``)."""
+
+
 def _file_stems(labels: list[str]) -> list[str]:
     """File-name prefixes of the labels (other characters as "_"), made distinct by a number where needed."""
     stems, taken = [], set()
     for label in labels:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "run"
+        # cut: a run folder's name may take the whole 255 bytes a file name has; the asset adds its own part
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._")[:MAX_FILE_STEM].strip("._") or "run"
         stem, n = base, 1
         while stem in taken:
             n += 1
