@@ -793,13 +793,3 @@ def test_a_worker_that_dies_is_one_line_and_keeps_the_finished_shards(tmp_path, 
     with pytest.raises(DataError, match=r"a decoding worker process died .* Run the same command again to resume"):
         prepare.prepare_images(image_folder(tmp_path / "src"), tmp_path / "cache",
                                prepare.PrepareConfig(size=8, workers=2))
-
-
-def test_a_shard_too_large_to_build_in_memory_is_refused_before_any_work():
-    from zspace.data.prepare import MAX_SHARD_BYTES, PrepareConfig
-    from zspace.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"`shard_size` x `size`\^2 x 3 channels must stay within 2 GiB"):
-        PrepareConfig(size=4096, shard_size=10_000)  # 503 GB per shard
-    fits = MAX_SHARD_BYTES // (96 * 96 * 3)
-    assert PrepareConfig(size=96, shard_size=fits).shard_size == fits

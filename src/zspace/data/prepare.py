@@ -41,7 +41,7 @@ from PIL import Image
 
 from zspace.config_fields import Config, at_least, check, config_field, in_range, positive
 from zspace.data.cache import CACHE_FORMAT, CACHE_VERSION, MANIFEST, SPLITS, read_manifest
-from zspace.errors import CacheDirError, ConfigError, DataError, DiskFullError, ZspaceError
+from zspace.errors import CacheDirError, DataError, DiskFullError, ZspaceError
 from zspace.storage import TEMP_PREFIX, atomic_path, atomic_write_text
 
 __all__ = ["PrepareConfig", "PrepareResult", "prepare_celeba", "prepare_images", "load_image",
@@ -66,10 +66,6 @@ _PR_SET_PDEATHSIG = 1       # from <linux/prctl.h>
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # no space; over the disk quota
 
 
-# Bytes of one shard, held in memory while it is built.
-MAX_SHARD_BYTES = 2 * 2**30
-
-
 @dataclass(frozen=True)
 class PrepareConfig(Config):
     """Parameters of a preparation; a bad value raises ConfigError naming it."""
@@ -92,14 +88,6 @@ class PrepareConfig(Config):
         "(valid, test) fractions of that seeded split.", (0.1, 0.1),
         check(lambda f: min(f) >= 0 and sum(f) < 1, "two fractions >= 0 whose sum is below 1"),
     )
-
-    def _check_together(self) -> None:
-        # A shard is assembled in memory before it is written: bound it (the default, 96 px x 10,000: 276 MB).
-        shard_bytes = self.size * self.size * 3 * self.shard_size
-        if shard_bytes > MAX_SHARD_BYTES:
-            raise ConfigError(f"`shard_size` x `size`^2 x 3 channels must stay within {MAX_SHARD_BYTES // 2**30} GiB "
-                              f"(a shard is built in memory). Received: size={self.size}, shard_size="
-                              f"{self.shard_size} ({shard_bytes / 2**30:.1f} GiB); lower shard_size.")
 
 
 @dataclass(frozen=True)
