@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zspace.data.idx import env_bytes
 from zspace.errors import DataError
 
 __all__ = ["Shard", "ShardedImages", "CacheContents", "read_cache", "read_manifest", "check_manifest",
@@ -46,11 +47,7 @@ _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib
 
 def max_manifest_bytes() -> int:
     """:data:`MAX_MANIFEST_BYTES`, or the environment variable ``ZSPACE_MAX_MANIFEST_BYTES`` when set."""
-    value = os.environ.get("ZSPACE_MAX_MANIFEST_BYTES", "")
-    try:
-        return int(value) if value else MAX_MANIFEST_BYTES
-    except ValueError:
-        raise DataError(f"ZSPACE_MAX_MANIFEST_BYTES must be a number of bytes. Received: {value!r}") from None
+    return env_bytes("ZSPACE_MAX_MANIFEST_BYTES", MAX_MANIFEST_BYTES)
 
 
 def _show(value) -> str:

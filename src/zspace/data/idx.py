@@ -61,11 +61,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
+def env_bytes(name: str, default: int) -> int:
+    """A byte limit from environment variable ``name`` when set, else ``default``; DataError naming it otherwise."""
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise DataError(f"{name} must be a number of bytes. Received: {value[:40]!r}") from None
+
+
 def max_idx_bytes() -> int:
     """Bound on the data of one IDX file: ZSPACE_MAX_IDX_BYTES, default 16 GiB (all of MNIST: 55 MB)."""
-    value = os.environ.get("ZSPACE_MAX_IDX_BYTES", str(DEFAULT_MAX_IDX_BYTES))
-    try:
-        limit = int(value)
-    except ValueError:
-        raise DataError(f"ZSPACE_MAX_IDX_BYTES must be a number of bytes. Received: {value[:40]!r}") from None
-    return limit
+    return env_bytes("ZSPACE_MAX_IDX_BYTES", DEFAULT_MAX_IDX_BYTES)

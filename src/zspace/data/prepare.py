@@ -41,6 +41,7 @@ from PIL import Image
 
 from zspace.config_fields import Config, at_least, check, config_field, in_range, positive
 from zspace.data.cache import CACHE_FORMAT, CACHE_VERSION, MANIFEST, SPLITS, read_manifest
+from zspace.data.idx import env_bytes
 from zspace.errors import CacheDirError, DataError, DiskFullError, ZspaceError
 from zspace.storage import TEMP_PREFIX, atomic_path, atomic_write_text
 
@@ -217,11 +218,7 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def max_annotation_bytes() -> int:
     """:data:`MAX_ANNOTATION_BYTES`, or the environment variable ``ZSPACE_MAX_ANNOTATION_BYTES`` when set."""
-    value = os.environ.get("ZSPACE_MAX_ANNOTATION_BYTES", "")
-    try:
-        return int(value) if value else MAX_ANNOTATION_BYTES
-    except ValueError:
-        raise DataError(f"ZSPACE_MAX_ANNOTATION_BYTES must be a number of bytes. Received: {value!r}") from None
+    return env_bytes("ZSPACE_MAX_ANNOTATION_BYTES", MAX_ANNOTATION_BYTES)
 
 
 def _read_annotation_lines(path: Path, what: str) -> list[str]:
