@@ -101,7 +101,7 @@ def test_adam_trains_mean_and_rescaled_sum_along_the_same_path(images):
     moved = max(float(np.abs(w - w0).max()) for w, w0 in zip(finals[0], initial))
     differs = max(float(np.abs(a - b).max()) for a, b in zip(*finals))
     assert moved > 1e-2
-    assert differs < 1e-4 * moved
+    assert differs < 1e-3 * moved  # float32 round-off over 10 steps; epsilon 1e-7 gives 2e-2
 
 
 def test_reduction_is_a_checked_model_field():
