@@ -279,11 +279,12 @@ NON_DEFAULT_MODEL_CONFIG = ModelConfig(
     encoder_strides=(2, 2), encoder_padding=("same", "same"), decoder_filters=(6, 1), decoder_kernels=(3, 3),
     decoder_strides=(2, 2), decoder_padding=("same", "same"), activation="selu", batch_norm=True,
     dropout_rate=0.1, encoder_dense_units=8, reconstruction_loss="mse", kl_factor=0.3, kl_method="train_step",
-    epsilon_clip=None, logvar_max=8.0, epsilon_scale=0.5,
+    epsilon_clip=None, logvar_max=8.0, epsilon_scale=0.5, decoder_upsampling="bilinear", residual_blocks=1,
+    residual_in="decoder", reconstruction_reduction="mean",
 )
 # A non-default value for every constructor parameter of every registered zspace class.
 NON_DEFAULT_ARGS = {
-    ReconstructionLoss: dict(kind="mse", name="reco_2"),
+    ReconstructionLoss: dict(kind="mse", pixel_reduction="mean", name="reco_2"),
     MuKLLoss: dict(kl_factor=0.3, name="mu_kl_2"),
     LogvarKLLoss: dict(kl_factor=0.3, name="logvar_kl_2"),
     Sampling: dict(seed=3, epsilon_clip=None, epsilon_scale=0.5),

@@ -31,6 +31,9 @@ Activation = Literal["leaky_relu", "relu", "selu"]
 Padding = Literal["same", "valid"]
 ReconstructionLoss = Literal["bce", "mse"]
 KLMethod = Literal["layer", "outputs", "add_loss", "train_step"]
+Upsampling = Literal["transpose", "nearest", "bilinear"]
+ResidualIn = Literal["both", "encoder", "decoder"]
+PixelReduction = Literal["sum", "mean"]
 Task = Literal["reconstruct", "denoise", "recolor"]  # zspace.data.tasks.TASKS derives from this
 
 
@@ -59,14 +62,33 @@ MAX_CLUSTERS = 10_000
 """Largest k of the MiniBatchKMeans sweep (k_max): one fit per k and seed, each costing O(N k) per step."""
 
 
+RESIDUAL_KERNEL = 3
+"""Kernel size of the two convolutions of a residual block (ResNet's 3x3; ``residual_blocks``)."""
+
+
 def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
     """Spatial size after a Conv2D (Keras' conv_output_length)."""
     return -(-size // stride) if padding == "same" else (size - kernel) // stride + 1
 
 
 def _deconv_out(size: int, kernel: int, stride: int, padding: str) -> int:
-    """Spatial size after a Conv2DTranspose (Keras' deconv_output_length, no output_padding)."""
+    """Spatial size after a decoder layer: a Conv2DTranspose (Keras' deconv_output_length, no
+    output_padding), or the resize-convolution of decoder_upsampling "nearest" / "bilinear", which
+    zero-pads to give the same size (:func:`resize_padding`)."""
     return size * stride if padding == "same" else size * stride + max(kernel - stride, 0)
+
+
+def resize_padding(kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """(before, after) zeros a resize decoder layer pads its upsampled input with, per spatial axis.
+
+    UpSampling2D by ``stride`` then a "valid" Conv2D of ``kernel`` gives size*stride - kernel + 1;
+    padding ``max(kernel - stride, 0) + kernel - 1`` zeros in total makes that :func:`_deconv_out`,
+    the transposed layer's size (which is itself a zero-padded "full" convolution). "same" needs none.
+    """
+    if padding == "same":
+        return (0, 0)
+    total = max(kernel - stride, 0) + kernel - 1
+    return (total // 2, total - total // 2)
 
 
 def _ends_with_channels() -> Check:
@@ -102,17 +124,36 @@ class ModelConfig(Config):
         same_length_as("encoder_filters"),
     )
     decoder_filters: tuple[int, ...] | None = _f(
-        "Conv2DTranspose filters; default mirrors the encoder and ends with the image's channel count.", None,
+        "Decoder conv filters (Conv2DTranspose, or the Conv2D after an upsampling); default mirrors the "
+        "encoder and ends with the image's channel count.", None,
         non_empty("at least one layer"), _POSITIVE_INTS, _ends_with_channels(),
     )
     decoder_kernels: tuple[int, ...] | None = _f(
-        "Conv2DTranspose kernel sizes; default mirror.", None, same_length_as("decoder_filters"), _POSITIVE_INTS
+        "Decoder conv kernel sizes; default mirror.", None, same_length_as("decoder_filters"), _POSITIVE_INTS
     )
     decoder_strides: tuple[int, ...] | None = _f(
-        "Conv2DTranspose strides; default mirror.", None, same_length_as("decoder_filters"), _POSITIVE_INTS
+        "Decoder strides (each layer's upsampling factor); default mirror.", None, same_length_as("decoder_filters"),
+        _POSITIVE_INTS
     )
     decoder_padding: tuple[Padding, ...] | None = _f(
-        "Conv2DTranspose padding; default mirror.", None, same_length_as("decoder_filters")
+        "Decoder padding; default mirror.", None, same_length_as("decoder_filters")
+    )
+    decoder_upsampling: Upsampling = _f(
+        'How each decoder layer enlarges its input: "transpose" (Conv2DTranspose), or "nearest" / "bilinear" '
+        "(UpSampling2D by the layer's stride with that interpolation, then a Conv2D of the same filters and "
+        'kernel: the "resize-convolution" that avoids the checkerboard artefacts of strided transposed '
+        'convolutions). Same parameters and output shapes for all three; with "valid" padding the resize '
+        "decoder zero-pads before the Conv2D so it gives the transposed layer's size.",
+        "transpose",
+    )
+    residual_blocks: int = _f(
+        "Residual blocks after each hidden conv layer (every encoder layer, every decoder layer but the "
+        "output one); 0 = none. A block: Conv2D 3x3 -> [BatchNorm] -> activation -> [Dropout] -> Conv2D "
+        "3x3 -> [BatchNorm], added to its input, then the activation; the layer's filters, same padding.",
+        0, at_least(0, "a non-negative integer (0 = no residual blocks)"),
+    )
+    residual_in: ResidualIn = _f(
+        'Where residual_blocks go: "both", "encoder" or "decoder".', "both",
     )
     activation: Activation = _f(
         'Hidden activation: "leaky_relu", "relu" or "selu" (selu implies lecun_normal '
@@ -127,13 +168,22 @@ class ModelConfig(Config):
         0, at_least(0, "a non-negative integer (0 = no dense layer)"),
     )
     reconstruction_loss: ReconstructionLoss = _f(
-        'Reconstruction loss summed over the pixels of an image, averaged over the batch: '
-        '"bce" (binary cross-entropy) or "mse" (squared error).',
+        'Reconstruction loss of an image (reduced over its pixels by reconstruction_reduction), averaged '
+        'over the batch: "bce" (binary cross-entropy) or "mse" (squared error).',
         "bce",
     )
+    reconstruction_reduction: PixelReduction = _f(
+        'How the reconstruction loss reduces over an image\'s H*W*C pixel values: "sum" (nats per image) or '
+        '"mean" (per pixel value, the seed\'s scale_fact; Keras\' own binary_crossentropy). The KL term '
+        "(nats per image) is weighted by kl_factor either way, so \"mean\" with kl_factor f trains on "
+        "exactly 1 / (H*W*C) times the loss of \"sum\" with kl_factor f*H*W*C: the same optimum, and with "
+        "Adam (scale-invariant but for its epsilon, 1e-7) nearly the same trajectory. The history's reco_loss and total_loss are in "
+        "this unit; reco_loss_per_pixel and reco_loss_per_image are the same in every run.",
+        "sum",
+    )
     kl_factor: float = _f(
-        "Weight of the KL loss (the reference's `fact`): total = reco + kl_factor * KL. "
-        "Ignored for an AE.",
+        "Weight of the KL loss (the reference's `fact`): total = reco + kl_factor * KL (KL in nats per "
+        "image; reco as reconstruction_reduction says). Ignored for an AE.",
         1.0, at_least(0, "a non-negative number"),
     )
     kl_method: KLMethod = _f(
@@ -191,6 +241,16 @@ class ModelConfig(Config):
         for k, s, p in zip(self.encoder_kernels, self.encoder_strides, self.encoder_padding):
             h, w = _conv_out(h, k, s, p), _conv_out(w, k, s, p)
         return (h, w, self.encoder_filters[-1])
+
+    @property
+    def pixel_values(self) -> int:
+        """H * W * C of one image: a per-image loss sum / this = the per-pixel mean."""
+        h, w, c = self.input_shape
+        return h * w * c
+
+    def residual_blocks_in(self, network: str) -> int:
+        """Residual blocks after each hidden conv layer of ``network`` ("encoder" or "decoder")."""
+        return self.residual_blocks if self.residual_in in ("both", network) else 0
 
     @property
     def decoded_shape(self) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 :func:`model_size` counts, layer by layer, the weights (scalars and tensors, exactly as Keras
 creates them) and the activation values per image (the output of every conv / dense layer plus
-the input image: what one image needs in memory in a forward pass) of the Autoencoder that
+the input image, and a resize decoder's upsampled and padded maps: what one image needs in memory
+in a forward pass) of the Autoencoder that
 ``build_model`` would build. :func:`check_model_size` refuses a config above the limits; it runs
 when a ModelConfig is constructed, so a config file, ``--set z_dim=...`` and the config inside a
 model file are all refused before Keras allocates anything.
@@ -15,8 +16,8 @@ Limits (an environment variable of the same name, read at each check, replaces t
 ``ZSPACE_MAX_ACTIVATIONS_PER_IMAGE`` (:data:`MAX_ACTIVATIONS_PER_IMAGE`, 2**28 = 268,435,456)
     Activation values of one image (1 GiB in float32); a batch needs that times its size.
 :data:`MAX_CONV_LAYERS` (256, not configurable)
-    Conv layers of the encoder, and of the decoder: each costs Keras objects and graph nodes
-    whatever its size.
+    Conv layers of the encoder, and of the decoder, residual blocks' convolutions included: each
+    costs Keras objects and graph nodes whatever its size.
 
 No Keras imports: the CLI checks configs before TensorFlow starts.
 """
@@ -132,13 +133,33 @@ def _conv(name: str, c_in: int, filters: int, kernel: int, spatial: int, fields:
     return layers
 
 
+def _residual(prefix: str, channels: int, spatial: int, count: int, filters_field: str, config: ModelConfig
+              ) -> list[LayerSize]:
+    """``count`` residual blocks of ``channels`` (zspace.models.networks): two 3x3 Conv2D each, with
+    their BatchNormalization when batch_norm is on (the Add and activations hold no weights)."""
+    from zspace.config import RESIDUAL_KERNEL  # here: zspace.config imports this module
+
+    fields = (filters_field, filters_field, "residual_blocks")
+    layers: list[LayerSize] = []
+    for j in range(count):
+        for part in ("a", "b"):
+            layers += _conv(f"{prefix}_res_{j}_conv_{part}", channels, channels, RESIDUAL_KERNEL, spatial, fields,
+                            config.batch_norm)
+    return layers
+
+
+def _resampled(name: str, values: int) -> LayerSize:
+    """The output of a resize decoder's UpSampling2D or ZeroPadding2D: activations, no weights."""
+    return LayerSize(name, activations=values, activation_factors={"decoder_strides": values})
+
+
 def model_size(config: ModelConfig) -> ModelSize:
     """The layers :func:`zspace.models.build_model` builds for ``config``, with their sizes.
 
     Exact for the weights (``parameters`` equals ``sum(prod(w.shape) for w in model.weights)`` and
     ``tensors`` equals ``len(model.weights)``). Assumes the config's own checks passed (shapes fit).
     """
-    from zspace.config import _conv_out, _deconv_out  # here: zspace.config imports this module
+    from zspace.config import _conv_out, _deconv_out, resize_padding  # here: zspace.config imports this module
 
     h, w, channels = config.input_shape
     layers = [LayerSize("image", activations=h * w * channels, activation_factors={"input_shape": 1})]
@@ -148,6 +169,8 @@ def model_size(config: ModelConfig) -> ModelSize:
         h, w = _conv_out(h, kernel, stride, padding), _conv_out(w, kernel, stride, padding)
         fields = ("input_shape" if i == 0 else "encoder_filters", "encoder_filters", "encoder_kernels")
         layers += _conv(f"encoder_conv_{i}", c_in, filters, kernel, h * w, fields, config.batch_norm)
+        layers += _residual(f"encoder_{i}", filters, h * w, config.residual_blocks_in("encoder"),
+                            "encoder_filters", config)
         c_in = filters
     flat = h * w * c_in
     # A flattened feature map is large through its channels or through the image's size.
@@ -165,11 +188,21 @@ def model_size(config: ModelConfig) -> ModelSize:
 
     layers += _dense("decoder_dense", config.z_dim, flat, "z_dim", flat_field, batch_norm=False)
     specs = list(zip(*(config.value_of(f"decoder_{n}") for n in ("filters", "kernels", "strides", "padding"))))
+    last = len(specs) - 1
     for i, (filters, kernel, stride, padding) in enumerate(specs):
+        if config.decoder_upsampling != "transpose":  # the resize-convolution's intermediate maps
+            if stride > 1:
+                layers.append(_resampled(f"decoder_upsample_{i}", h * stride * w * stride * c_in))
+            before, after = resize_padding(kernel, stride, padding)
+            if before + after:
+                layers.append(_resampled(f"decoder_pad_{i}", (h * stride + before + after)
+                                         * (w * stride + before + after) * c_in))
         h, w = _deconv_out(h, kernel, stride, padding), _deconv_out(w, kernel, stride, padding)
         fields = ("encoder_filters" if i == 0 else "decoder_filters", "decoder_filters", "decoder_kernels")
-        layers += _conv(f"decoder_conv_{i}", c_in, filters, kernel, h * w, fields,
-                        config.batch_norm and i < len(specs) - 1)
+        layers += _conv(f"decoder_conv_{i}", c_in, filters, kernel, h * w, fields, config.batch_norm and i < last)
+        if i < last:
+            layers += _residual(f"decoder_{i}", filters, h * w, config.residual_blocks_in("decoder"),
+                                "decoder_filters", config)
         c_in = filters
     return ModelSize(tuple(layers))
 
@@ -186,6 +219,14 @@ def check_model_size(config: ModelConfig) -> None:
         if len(value) > MAX_CONV_LAYERS:
             raise config_error(_field_to_name(config, name), getattr(config, name),
                                f"a list of at most {MAX_CONV_LAYERS} layers (it has {len(value)})")
+        network = name.split("_")[0]
+        hidden = len(value) - (network == "decoder")  # the decoder's output layer has no residual blocks
+        total = len(value) + 2 * config.residual_blocks_in(network) * hidden
+        if total > MAX_CONV_LAYERS:
+            raise config_error("residual_blocks", config.residual_blocks,
+                               f"small enough for at most {MAX_CONV_LAYERS} conv layers in the {network} "
+                               f"({len(value)} layers with {config.residual_blocks} residual blocks of two convs "
+                               f"after each of {hidden} give {total})")
     size = model_size(config)
     for total, attribute, limit_name, default, what in (
         (size.parameters, "parameters", "ZSPACE_MAX_MODEL_PARAMETERS", MAX_MODEL_PARAMETERS, "parameters"),

@@ -57,7 +57,9 @@ class Autoencoder(keras.Model):
 
     Reported metrics (batch-size-weighted means, so ``total_loss == reco_loss + kl_loss``
     also holds for epoch means): ``loss`` and ``total_loss`` (the differentiated total),
-    ``reco_loss`` (= total - KL terms), ``kl_loss`` (weighted by ``kl_factor``) and, for a
+    ``reco_loss`` (= total - KL terms; per image, or per pixel value with
+    ``reconstruction_reduction="mean"``), ``reco_loss_per_pixel`` and ``reco_loss_per_image`` (the
+    same in every run), ``kl_loss`` (weighted by ``kl_factor``) and, for a
     VAE, ``kl_divergence`` (unweighted KL, nats per image); ``nonfinite_step``
     (:class:`FirstNonFiniteStep` of the total). The reconstruction term is not computed a
     second time for the metrics: that pass over every pixel cost 1-3% of a training step.
@@ -153,7 +155,16 @@ class Autoencoder(keras.Model):
         # Keras' own `loss` equals total_loss in its steps and stays 0 in "train_step"'s.
         logs["loss"] = logs["total_loss"]
         logs["reco_loss"] = logs["total_loss"] - logs["kl_loss"]
+        logs.update(self.reco_loss_scales(logs["reco_loss"]))
         return logs
+
+    def reco_loss_scales(self, reco_loss):
+        """``reco_loss`` (in ``reconstruction_reduction``'s unit) as ``reco_loss_per_pixel`` (per pixel
+        value: / H*W*C for "sum") and ``reco_loss_per_image`` (summed over H*W*C: x H*W*C for "mean")."""
+        n = float(self.model_config.pixel_values)
+        if self.model_config.reconstruction_reduction == "sum":
+            return {"reco_loss_per_pixel": reco_loss / n, "reco_loss_per_image": reco_loss}
+        return {"reco_loss_per_pixel": reco_loss, "reco_loss_per_image": reco_loss * n}
 
     def train_step(self, *args):
         return self.kl_method.train_step(self, *args)

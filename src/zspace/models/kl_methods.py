@@ -45,7 +45,7 @@ class KLMethod:
         return outputs
 
     def compile_loss(self, config: ModelConfig):
-        return {"reconstruction": ReconstructionLoss(config.reconstruction_loss)}
+        return {"reconstruction": ReconstructionLoss(config.reconstruction_loss, config.reconstruction_reduction)}
 
     def compute_loss(self, model, x, y, y_pred, sample_weight, training):
         # Keras' own: compile's losses on (y, y_pred) plus everything in model.losses.
@@ -130,7 +130,9 @@ class TrainStepKL(KLMethod):
 
     def total_loss(self, model, y, y_pred, losses):
         """reco + weighted KL + the other ``add_loss`` terms (regularisers): scalar, float32."""
-        reco = reconstruction_per_image(y, y_pred["reconstruction"], model.model_config.reconstruction_loss)
+        config = model.model_config
+        reco = reconstruction_per_image(y, y_pred["reconstruction"], config.reconstruction_loss,
+                                        config.reconstruction_reduction)
         total = ops.mean(reco)
         if "weighted_kl" in y_pred:
             total = total + ops.mean(y_pred["weighted_kl"])

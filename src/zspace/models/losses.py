@@ -17,17 +17,20 @@ __all__ = [
 ]
 
 
-def reconstruction_per_image(target, output, kind: str):
-    """Reconstruction loss summed over the pixels of each image.
+def reconstruction_per_image(target, output, kind: str, reduction: str = "sum"):
+    """Reconstruction loss of each image, summed (or averaged) over its pixel values.
 
     Args:
         target: images (batch, height, width, channels) in [0, 1].
         output: decoded images of the same shape, in [0, 1] (sigmoid outputs).
         kind: "bce" (binary cross-entropy, nats) or "mse" (squared error).
+        reduction: "sum" over the H*W*C values (per image), or "mean" (per pixel value: the sum / H*W*C).
 
     Returns:
         (batch,) tensor.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f'`reduction` must be "sum" or "mean". Received: reduction={reduction!r}')
     # float32 even under mixed precision: per-image sums of 27,648 pixels overflow float16.
     target, output = ops.cast(target, "float32"), ops.cast(output, "float32")
     if kind == "bce":
@@ -36,7 +39,8 @@ def reconstruction_per_image(target, output, kind: str):
         per_pixel = ops.square(target - output)
     else:
         raise ValueError(f'`kind` must be "bce" or "mse". Received: kind={kind!r}')
-    return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
+    flat = ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1))
+    return ops.sum(flat, axis=-1) if reduction == "sum" else ops.mean(flat, axis=-1)
 
 
 def kl_per_image(mu, logvar):
@@ -54,17 +58,18 @@ def kl_per_image(mu, logvar):
 
 @keras.saving.register_keras_serializable(package="zspace")
 class ReconstructionLoss(keras.losses.Loss):
-    """Reconstruction loss of a batch: per-image pixel sum, averaged over the batch."""
+    """Reconstruction loss of a batch: per-image pixel sum (or mean: ``pixel_reduction``), batch mean."""
 
-    def __init__(self, kind: str = "bce", name: str = "reconstruction", **kwargs):
+    def __init__(self, kind: str = "bce", pixel_reduction: str = "sum", name: str = "reconstruction", **kwargs):
         super().__init__(name=name, **kwargs)
         self.kind = kind
+        self.pixel_reduction = pixel_reduction
 
     def call(self, y_true, y_pred):
-        return reconstruction_per_image(y_true, y_pred, self.kind)
+        return reconstruction_per_image(y_true, y_pred, self.kind, self.pixel_reduction)
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
+        return {**super().get_config(), "kind": self.kind, "pixel_reduction": self.pixel_reduction}
 
 
 # The KL splits into a part that depends only on mu and one that depends only on logvar:

@@ -23,7 +23,8 @@ the file, with echoed values cut to 80 characters. The checks, in order:
 3. The size the config declares: an Autoencoder's ModelConfig passes its own checks, which bound
    its parameters and activations (:mod:`zspace.model_size`: ``ZSPACE_MAX_MODEL_PARAMETERS``,
    ``ZSPACE_MAX_ACTIVATIONS_PER_IMAGE``); a network's Dense / Conv / BatchNormalization layers
-   are counted from their recorded input shapes, against the same limits.
+   are counted from their recorded input shapes, against the same limits, and the output of its
+   UpSampling2D / ZeroPadding2D layers (a resize decoder's) is bounded like an activation.
 4. ``model.weights.h5`` is at most what those weights can need (:func:`weights_bytes_bound`:
    4 bytes (8 for float64) per value, times 5 with a compiled model's optimizer slots, plus
    :data:`TENSOR_OVERHEAD_BYTES` per tensor and :data:`WEIGHTS_SLACK_BYTES`), and its HDF5
@@ -80,8 +81,9 @@ _MEMBER_LIMITS = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA
 KERAS_CLASSES: dict[str, frozenset[str]] = {
     "keras": frozenset({"DTypePolicy"}),
     "keras.initializers": frozenset({"GlorotUniform", "LecunNormal", "Ones", "Zeros"}),
-    "keras.layers": frozenset({"Activation", "AlphaDropout", "BatchNormalization", "Conv2D", "Conv2DTranspose",
-                               "Dense", "Dropout", "Flatten", "InputLayer", "Reshape"}),
+    "keras.layers": frozenset({"Activation", "Add", "AlphaDropout", "BatchNormalization", "Conv2D",
+                               "Conv2DTranspose", "Dense", "Dropout", "Flatten", "InputLayer", "Reshape",
+                               "UpSampling2D", "ZeroPadding2D"}),
     "keras.optimizers": frozenset({"Adam"}),
     # Keras' PyTorch backend records its own Adam subclass for a compiled model.
     "keras.src.backend.torch.optimizers.torch_adam": frozenset({"Adam"}),
@@ -90,6 +92,8 @@ KERAS_CLASSES: dict[str, frozenset[str]] = {
 _KERAS_MARKERS = frozenset({"__keras_tensor__"})  # a symbolic tensor in a Functional's graph
 _TOP_LEVEL = ("Autoencoder", "Functional")
 _WEIGHTED_LAYERS = frozenset({"Dense", "Conv2D", "Conv2DTranspose", "BatchNormalization"})
+# Layers without weights whose output is larger than their input (decoder_upsampling "nearest" / "bilinear").
+_RESAMPLING_LAYERS = frozenset({"UpSampling2D", "ZeroPadding2D"})
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:
@@ -310,6 +314,37 @@ def _weighted_layer(path: Path, node: dict[str, Any], layer: str, config: dict[s
     return size * (channels or 1) * filters + filters
 
 
+def _pairs(path: Path, layer: str, key: str, value: Any, low: int) -> list[list[int]]:
+    """Keras' forms of a per-axis pair: ``n``, ``[a, b]`` (one per axis) or ``[[a1, a2], [b1, b2]]``."""
+    if not isinstance(value, list):
+        value = [value, value]
+    if len(value) != 2:
+        raise _refused(path, f"layer {layer}: {key} must name two spatial axes. Received: {_short(value)}")
+    pairs = [item if isinstance(item, list) else [item] for item in value]
+    if not all(1 <= len(pair) <= 2 for pair in pairs):
+        raise _refused(path, f"layer {layer}: {key} is not a pair per axis. Received: {_short(value)}")
+    return [[_int(path, layer, key, v, low) for v in pair] for pair in pairs]
+
+
+def _check_resampled_output(path: Path, node: dict[str, Any], layer: str, config: dict[str, Any]) -> None:
+    """An UpSampling2D's / ZeroPadding2D's output (from its recorded input shape) is within the activation limit."""
+    shapes = _input_shapes(path, layer, node)
+    if len(shapes) != 1 or len(shapes[0]) != 4:
+        raise _refused(path, f"layer {layer} ({node['class_name']}) records no 4-D input shape; zspace files "
+                             f"always do.")
+    out = list(shapes[0])
+    axes = (2, 3) if config.get("data_format") == "channels_first" else (1, 2)
+    if node["class_name"] == "UpSampling2D":
+        factors = _pairs(path, layer, "size", config.get("size", 2), 1)
+        grow = [(lambda d, f=pair[0]: d * f) for pair in factors]
+    else:
+        pads = _pairs(path, layer, "padding", config.get("padding", 1), 0)
+        grow = [(lambda d, p=sum(pair) * (2 if len(pair) == 1 else 1): d + p) for pair in pads]
+    for axis, change in zip(axes, grow):
+        out[axis] = None if out[axis] is None else change(out[axis])
+    _shape(path, layer, "output shape", out)
+
+
 def _declared_size(path: Path, config: dict[str, Any], nodes: list[dict[str, Any]]) -> _Size:
     """The weights ``config`` declares, checked against the parameter limit before anything is built."""
     size = _Size()
@@ -330,6 +365,8 @@ def _declared_size(path: Path, config: dict[str, Any], nodes: list[dict[str, Any
         elif node["class_name"] in _WEIGHTED_LAYERS:
             size.parameters += _weighted_layer(path, node, layer, inner if isinstance(inner, dict) else {})
             size.tensors += 4
+        elif node["class_name"] in _RESAMPLING_LAYERS:
+            _check_resampled_output(path, node, layer, inner if isinstance(inner, dict) else {})
         elif str(node.get("registered_name")).startswith("zspace>"):  # the sampling layer's epsilon_scale, seed
             size.parameters += 2
             size.tensors += 2

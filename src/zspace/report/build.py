@@ -152,6 +152,21 @@ def _f(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+LOSSES_TABLE = "Final losses (BCE in nats; total = reco in the run's reco reduction + kl per image)"
+
+
+def _reco_scales(last: dict[str, float], model, prefix: str) -> dict[str, float]:
+    """``{prefix}reco_loss_per_image`` / ``_per_pixel`` of a history row; derived from its ``reco_loss``
+    and the run's reconstruction_reduction where the row predates those columns (older runs)."""
+    per_image, per_pixel = f"{prefix}reco_loss_per_image", f"{prefix}reco_loss_per_pixel"
+    if per_image in last and per_pixel in last:
+        return {per_image: last[per_image], per_pixel: last[per_pixel]}
+    reco, n = last.get(f"{prefix}reco_loss", float("nan")), model.pixel_values
+    if model.reconstruction_reduction == "mean":
+        return {per_image: reco * n, per_pixel: reco}
+    return {per_image: reco, per_pixel: reco / n}
+
+
 def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     """{title: (headers, rows)} of final losses, radius, axes, clustering and VAE internals."""
     runs = label_runs(runs)
@@ -160,13 +175,15 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     for r in runs:
         last = r.history[-1] if r.history else {}
         m = r.config.model
+        losses = {**last, **_reco_scales(last, m, ""), **_reco_scales(last, m, "val_")}
         rows.append([r.name, m.kind, str(m.z_dim), _f(m.kl_factor) if m.kind == "vae" else "-",
-                     r.config.train.dataset, str(int(last.get("epoch", 0)))]
-                    + [_f(last.get(k, float("nan")), 5) for k in
-                       ("total_loss", "reco_loss", "kl_loss", "val_total_loss", "val_reco_loss", "val_kl_loss")])
-    tables["Final losses (per image; BCE in nats)"] = (
-        ["run", "kind", "z_dim", "kl_factor", "dataset", "epochs", "total", "reco", "kl", "val total",
-         "val reco", "val kl"], rows)
+                     r.config.train.dataset, str(int(last.get("epoch", 0))), m.reconstruction_reduction]
+                    + [_f(losses.get(k, float("nan")), 5) for k in
+                       ("total_loss", "reco_loss_per_image", "reco_loss_per_pixel", "kl_loss", "val_total_loss",
+                        "val_reco_loss_per_image", "val_reco_loss_per_pixel", "val_kl_loss")])
+    tables[LOSSES_TABLE] = (
+        ["run", "kind", "z_dim", "kl_factor", "dataset", "epochs", "reco reduction", "total", "reco / image",
+         "reco / pixel", "kl", "val total", "val reco / image", "val reco / pixel", "val kl"], rows)
     rows = []
     for r in runs:
         rad = r.analysis.radius
@@ -396,7 +413,7 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
         return f"<figure>{_img(saved[name], caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
     table = lambda title: _table_html(*tables[title]) if title in tables else ""  # noqa: E731
-    section("Runs", _run_list(runs) + table("Final losses (per image; BCE in nats)"))
+    section("Runs", _run_list(runs) + table(LOSSES_TABLE))
     section("Training curves", figure("losses", "total, reconstruction and KL loss per epoch (dashed: validation)")
             if "losses" in saved else "<p>No history.</p>")
     quality = "".join(f"<h3>{html.escape(t)}</h3>" + table(t) for t in tables if t.startswith("Sample quality"))

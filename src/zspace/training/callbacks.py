@@ -27,6 +27,8 @@ METRICS = ("total_loss", "reco_loss", "kl_loss", "kl_divergence")
 COLUMNS = (
     ("epoch",) + METRICS + tuple(f"val_{m}" for m in METRICS)
     + ("learning_rate", "kl_scale", "active_units", "seconds")
+    # reco_loss is in reconstruction_reduction's unit; these two are the same in every run
+    + ("reco_loss_per_pixel", "val_reco_loss_per_pixel", "reco_loss_per_image", "val_reco_loss_per_image")
 )
 
 
@@ -62,8 +64,8 @@ class HistoryCSV(keras.callbacks.Callback):
             return  # an epoch that hit a non-finite loss is not recorded
         logs = dict(logs or {})
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._start, 3)}
-        for key in COLUMNS[1:-1]:
-            if key in logs:
+        for key in COLUMNS:
+            if key in logs and key not in row:  # epoch and seconds are the callback's own
                 row[key] = float(logs[key])
         self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
         _write_history(self.path, self.rows)
