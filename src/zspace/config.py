@@ -278,7 +278,8 @@ class TrainConfig(Config):
     )
     jump_factor: float = _f(
         "A jump: the validation KL divergence (a VAE's) or the mean radius of z rises above this many times "
-        "the previous epoch's value. 0 = no jump check.", 3.0,
+        "the previous epoch's value (a value below 1 counts as 1: tiny numbers that triple are noise). "
+        "0 = no jump check.", 3.0,
         check(lambda v: v == 0 or v > 1, "0 (off) or a factor above 1"),
     )
     on_jump: Literal["warn", "reseed"] = _f(
