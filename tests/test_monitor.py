@@ -305,3 +305,20 @@ def test_cli_branch_trains_the_new_run(tmp_path, capsys):
     assert [r["epoch"] for r in run.history] == [1, 2, 3] and run.origin["noise_seed"] == 9
     assert run.config.train.epochs == 3 and Run.open(tmp_path / "src").config.train.epochs == 2
     assert main(["train", str(tmp_path / "b")]) == 0  # the branch resumes as a run of its own (complete)
+
+
+def test_old_run_state_reads_with_empty_noise_seeds_and_bad_files_are_refused(tmp_path):
+    run = Run(tmp_path)
+    run.state_path.write_text('{"lr_scale": 0.5, "nonfinite_events": []}')  # written before jumps existed
+    state = run.read_state()
+    assert (state["lr_scale"], state["noise_seeds"], state["jump_events"], state["jump_reseeds"]) == (0.5, [], [], 0)
+    run.state_path.write_text('{"lr_scale": 1, "nonfinite_events": [], "noise_seeds": [{"after_epoch": "x"}]}')
+    with pytest.raises(RunError, match="run_state.json: not a run state written by zspace"):
+        run.read_state()
+    assert run.origin is None
+    run.origin_path.write_text('{"source_run": 3}')
+    with pytest.raises(RunError, match="origin.json: not a run origin written by zspace"):
+        run.origin  # noqa: B018
+    run.origin_path.write_bytes(b" " * (2**16 + 1))
+    with pytest.raises(RunError, match="larger than 64 KiB"):
+        run.origin  # noqa: B018
