@@ -93,18 +93,62 @@ ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="TOML run confi
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by `zspace train`.", exists=True, file_okay=False)]
 
 
+def _at_most_once(values: list | None, option: str):
+    """The one value of a non-repeatable option given as a list (None if absent); twice is an error."""
+    if values and len(values) > 1:
+        raise ConfigError(f"{option} given {len(values)} times ({', '.join(map(str, values))}); give it once.")
+    return values[0] if values else None
+
+
+def _train_config_path(run: Path | None, config: Path | None) -> Path:
+    """The TOML to train from: ``--config`` or the run directory's own config.toml (exactly one given)."""
+    if (run is None) == (config is None):
+        raise ConfigError("train needs a run directory (RUN) or --config FILE, not " + ("both." if run else "neither."))
+    if config is not None:
+        return config
+    if not (run / "config.toml").is_file():
+        raise ConfigError(f"{run}: no config.toml, so not a run directory; start a new run with --config FILE.")
+    return run / "config.toml"
+
+
 @app.command()
 def train(
-    config: ConfigPath,
+    run: Annotated[Path | None, typer.Argument(
+        help="A run directory to resume (or, with --from-epoch, to branch); instead of --config.",
+        exists=True, file_okay=False, show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML run config (a run's own config.toml resumes that run).", exists=True,
+        dir_okay=False, show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set epochs=6.")] = None,
+    from_epoch: Annotated[list[int] | None, typer.Option(
+        "--from-epoch", min=1, show_default=False,
+        help="Branch: a new run (--out) from this epoch's checkpoint of the run; the run is only read.")] = None,
+    reseed: Annotated[list[int] | None, typer.Option(
+        "--reseed", min=0, max=MAX_SEED, show_default=False,
+        help="Branch: the new run's noise seed (sampling noise, batch order); default: the checkpoint's noise.")] = None,
+    out: Annotated[list[Path] | None, typer.Option(
+        "--out", "-o", show_default=False, help="Branch: the new run directory (absent or empty).")] = None,
 ) -> None:
-    """Train (or resume) the run described by a TOML config."""
+    """Train (or resume) a run; with --from-epoch N --out NEW, branch it: NEW starts from epoch N's
+    checkpoint (with --reseed S, fresh noise) and trains on to `epochs`."""
     from zspace.config import parse_overrides
     from zspace.rundir import training_config
+    from zspace.training import branch_run
     from zspace.training import train as train_run
 
     with _clear_errors():
-        run_config = training_config(config).with_overrides(parse_overrides(set_ or []))
+        epoch, seed, new_run = (_at_most_once(v, o) for v, o in ((from_epoch, "--from-epoch"), (reseed, "--reseed"),
+                                                                 (out, "--out")))
+        if epoch is None and (seed is not None or new_run is not None):
+            raise ConfigError("--reseed and --out branch a run: give --from-epoch N too.")
+        if epoch is not None and new_run is None:
+            raise ConfigError("--from-epoch makes a new run: give its directory with --out NEW_RUN.")
+        run_config = training_config(_train_config_path(run, config)).with_overrides(parse_overrides(set_ or []))
+        if epoch is not None:
+            source = run_config.train.run_dir
+            run_config = branch_run(run_config, epoch, new_run, noise_seed=seed)
+            typer.echo(f"branched {new_run} from epoch {epoch} of {source}"
+                       + (f" with noise seed {seed}" if seed is not None else ""))
         result = train_run(run_config)
         last = result.history[-1] if result.history else {}
         typer.echo(f"run {result.run.root}: {len(result.history)} epochs, "

@@ -266,6 +266,11 @@ class ModelConfig(Config):
 # ---------------------------------------------------------------------------------------
 
 
+MAX_MONITOR_IMAGES = 10_000
+"""Most validation images the per-epoch z-space monitor encodes (monitor_images): they are held in
+memory for the whole run (10,000 CelebA 64x64 images are 470 MiB of float32) and encoded every epoch."""
+
+
 @dataclass(frozen=True)
 class TrainConfig(Config):
     """Data, optimisation and output of a training run."""
@@ -325,6 +330,26 @@ class TrainConfig(Config):
     )
     nonfinite_retries: int = _f("How many retries on_nonfinite = \"retry\" makes before stopping.", 3, at_least(0))
     retry_lr_factor: float = _f("Learning-rate multiplier applied at each retry.", 0.5, in_range(0, 1, "()"))
+    monitor_images: int = _f(
+        "Validation images (a seeded choice, the same every epoch) encoded after each epoch for the z-space "
+        "columns of history.csv: mean and max radius (L2 norm) of z and of mu, mean and min logvar, and a "
+        "VAE's active units; at most 10,000. 0 = off (no z-space columns, no jump check on the radius).",
+        1000, at_least(0, ">= 0 (0 = off)"), at_most(MAX_MONITOR_IMAGES),
+    )
+    jump_factor: float = _f(
+        "A jump: the validation KL divergence (a VAE's) or the mean radius of z rises above this many times "
+        "the previous epoch's value (a value below 1 counts as 1: tiny numbers that triple are noise). "
+        "0 = no jump check.", 3.0,
+        check(lambda v: v == 0 or v > 1, "0 (off) or a factor above 1"),
+    )
+    on_jump: Literal["warn", "reseed"] = _f(
+        'On a jump: "warn" on stderr and go on, or "reseed": roll back to the previous epoch\'s checkpoint and '
+        "train on with fresh noise (the noise seed + 1 each time; the noise seed drives a VAE's sampling "
+        "noise, the order of the training batches and the denoise task's noise), at most jump_reseeds times. "
+        "Every jump is recorded in run_state.json (Run.jump_events).",
+        "warn",
+    )
+    jump_reseeds: int = _f('How many times on_jump = "reseed" rolls back before it only warns.', 3, at_least(0))
     verbose: int = _f("0 = silent, 1 = progress bar per epoch, 2 = one line per epoch.", 1,
                       check(lambda v: v in (0, 1, 2), "0, 1 or 2"))
 

@@ -4,7 +4,8 @@ Layout of ``RUN/``::
 
     config.toml        the full run config (written before training starts)
     history.csv        one row per finished epoch
-    run_state.json     learning-rate scale and non-finite events that outlive a process
+    run_state.json     learning-rate scale, noise seeds, non-finite and jump events that outlive a process
+    origin.json        a branched run's source: run, epoch, noise seeds (``zspace train --from-epoch``)
     checkpoints/       epoch-NNNN.keras, one per epoch (model, optimizer, noise state)
     model.keras        the trained model; encoder.keras / decoder.keras its halves
     summary.json       epochs done, dataset, final metrics, backend
@@ -52,6 +53,8 @@ MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
 MAX_CONFIG_BYTES = 1 * 2**20
 # A history row is ~200 bytes: 64 MiB is hundreds of thousands of epochs.
 MAX_HISTORY_BYTES = 64 * 2**20
+# origin.json is a few hundred bytes.
+MAX_ORIGIN_BYTES = 64 * 2**10
 LOCK_FILE = ".zspace.lock"
 _MAX_LOCK_BYTES = 4096
 # Marks analysis.json and analysis.npz of one `analyze` (a key in the JSON, a 0-d text array in the npz).
@@ -67,6 +70,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)[:200] or type(exc).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def run_data(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset, SplitData]:
@@ -157,6 +164,7 @@ class Run:
         self.config_path = self.root / "config.toml"
         self.history_path = self.root / "history.csv"
         self.state_path = self.root / "run_state.json"
+        self.origin_path = self.root / "origin.json"
         self.checkpoints_dir = self.root / "checkpoints"
         self.model_path = self.root / "model.keras"
         self.encoder_path = self.root / "encoder.keras"
@@ -326,18 +334,62 @@ class Run:
         return list_checkpoints(self.checkpoints_dir)
 
     def read_state(self) -> dict[str, Any]:
-        """run_state.json: learning-rate scale and non-finite events."""
+        """run_state.json: learning-rate scale, non-finite events, jump events and noise seeds.
+
+        ``noise_seeds`` lists ``{"after_epoch": E, "seed": S}``: training after epoch E drew its noise
+        from seed S (a jump's reseed, a branch); ``jump_reseeds`` counts the rollbacks of jumps. Files
+        older than these keys read as empty lists and 0.
+        """
+        state: dict[str, Any] = {"lr_scale": 1.0, "nonfinite_events": [], "jump_events": [], "noise_seeds": [],
+                                 "jump_reseeds": 0}
         if self.state_path.is_file():
             try:
                 if self.state_path.stat().st_size > MAX_HISTORY_BYTES:
                     raise ValueError(f"larger than {MAX_HISTORY_BYTES // 2**20} MiB")
-                state = json.loads(self.state_path.read_text(encoding="utf-8"))
-                if not (isinstance(state.get("lr_scale"), (int, float)) and isinstance(state["nonfinite_events"], list)):
+                saved = json.loads(self.state_path.read_text(encoding="utf-8"))
+                if not (isinstance(saved.get("lr_scale"), (int, float)) and isinstance(saved["nonfinite_events"], list)):
                     raise ValueError("lr_scale must be a number and nonfinite_events a list")
-                return state
+                state.update(saved)
+                if not all(isinstance(state[k], list) for k in ("jump_events", "noise_seeds")):
+                    raise ValueError("jump_events and noise_seeds must be lists")
+                if not _is_int(state["jump_reseeds"]):
+                    raise ValueError("jump_reseeds must be an integer")
+                if not all(isinstance(e, dict) and _is_int(e.get("after_epoch")) and _is_int(e.get("seed"))
+                           for e in state["noise_seeds"]):
+                    raise ValueError('each of noise_seeds must be {"after_epoch": int, "seed": int}')
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 raise RunError(f"{self.state_path}: not a run state written by zspace ({_reason(exc)}).") from None
-        return {"lr_scale": 1.0, "nonfinite_events": []}
+        return state
+
+    @property
+    def jump_events(self) -> list[dict[str, Any]]:
+        """The jumps training saw (run_state.json), oldest first: ``epoch``, ``quantity`` (e.g.
+        "val_kl_divergence", "z_radius_mean"), ``from``, ``to``, ``factor``, ``action`` ("warn" or
+        "reseed") and, for a reseed, the ``noise_seed`` training went on with."""
+        return list(self.read_state()["jump_events"])
+
+    @property
+    def origin(self) -> dict[str, Any] | None:
+        """Where a branched run came from (origin.json), or None for a run trained from scratch.
+
+        Keys: ``source_run`` (its path), ``epoch`` (the source's checkpoint it starts from),
+        ``noise_seed_before`` (the source's noise seed at that epoch), ``noise_seed`` (this run's,
+        None = the checkpoint's own noise state), ``created``.
+
+        Raises:
+            RunError: the file is larger than an origin record can be, or not one.
+        """
+        if not self.origin_path.is_file():
+            return None
+        try:
+            if self.origin_path.stat().st_size > MAX_ORIGIN_BYTES:
+                raise ValueError(f"larger than {MAX_ORIGIN_BYTES // 2**10} KiB")
+            origin = json.loads(self.origin_path.read_text(encoding="utf-8"))
+            if not (isinstance(origin, dict) and isinstance(origin["source_run"], str) and _is_int(origin["epoch"])):
+                raise ValueError("source_run must be a path and epoch an integer")
+            return origin
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise RunError(f"{self.origin_path}: not a run origin written by zspace ({_reason(exc)}).") from None
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_text(self.state_path, json.dumps(state, indent=1))

@@ -2,6 +2,7 @@
 
 from zspace.rundir import Run, read_history, run_data
 from zspace.training.batches import EpochBatches
+from zspace.training.branch import branch_run
 from zspace.training.run import RunResult, load_run, train
 
-__all__ = ["train", "run_data", "load_run", "Run", "RunResult", "EpochBatches", "read_history"]
+__all__ = ["train", "branch_run", "run_data", "load_run", "Run", "RunResult", "EpochBatches", "read_history"]

@@ -22,14 +22,16 @@ from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.rundir import Run, run_data
 from zspace.training.batches import EpochBatches
 from zspace.training.tf_pipeline import epoch_dataset
-from zspace.training.callbacks import ActiveUnitsMonitor, EpochCheckpoint, HistoryCSV, KLWarmup, NonFiniteGuard
+from zspace.training.callbacks import (EpochCheckpoint, HistoryCSV, JumpDetector, KLWarmup, LatentMonitor,
+                                       NonFiniteGuard)
+from zspace.training.noise import next_noise_seed, noise_seed_after, reseed_if_due, set_noise_seed
 
 __all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult", "load_run", "RESUMABLE_FIELDS"]
 
 # Fields a resumed run may change: they do not alter what has been trained so far.
 RESUMABLE_FIELDS = frozenset({
     "epochs", "run_dir", "keep_checkpoints", "verbose", "on_nonfinite", "nonfinite_retries", "retry_lr_factor",
-    "steps_per_execution",
+    "steps_per_execution", "monitor_images", "jump_factor", "on_jump", "jump_reseeds",
 })
 
 
@@ -218,22 +220,61 @@ def input_batches(images, train: TrainConfig, seed: int | None, start_epoch: int
                         transform=transform, noise_seed=noise_seed)
 
 
-def _fit(model, config, run, x_train, x_val, start_epoch, history, lr_scale):
-    """One call of Keras' fit from ``start_epoch``; returns (guard, history rows)."""
+# Tags the monitor's draw of validation images: a random stream of the run's seed of its own.
+_MONITOR_STREAM = 13
+
+
+def monitor_images(x_val, train: TrainConfig) -> np.ndarray | None:
+    """The z-space monitor's inputs: ``monitor_images`` validation images drawn with the run's seed
+    (the same every epoch and on resume), in their stored order; None when off or there are none."""
+    n = min(train.monitor_images, len(x_val))
+    if n == 0:
+        return None
+    chosen = np.sort(np.random.default_rng([train.seed, _MONITOR_STREAM]).choice(len(x_val), n, replace=False))
+    return inference_inputs(np.asarray(x_val[chosen], dtype=np.float32), train.task)
+
+
+def _record_warnings(run: Run, state: dict[str, Any], events: list[dict]) -> None:
+    """Writes a warn-only jump's events into run_state.json at once (a rolled-back epoch's are written
+    with its new noise seed); an epoch trained again after a kill repeats its events: kept once."""
+    new = [e for e in events if e["action"] == "warn" and e not in state["jump_events"]]
+    if new:
+        state["jump_events"].extend(new)
+        run.write_state(state)
+
+
+def _jump_detector(run: Run, t: TrainConfig, state: dict[str, Any], history, noise_seed: int, guard):
+    """The fit's JumpDetector (None when jump_factor is 0): rolls back while reseeds are left."""
+    if not t.jump_factor:
+        return None
+    reseed = t.on_jump == "reseed" and state["jump_reseeds"] < t.jump_reseeds
+    note = (f' (on_jump = "reseed" has used all {t.jump_reseeds} of its jump_reseeds)'
+            if t.on_jump == "reseed" and not reseed else "")
+    return JumpDetector(history[-1] if history else {}, t.jump_factor,
+                        reseed_to=next_noise_seed(noise_seed) if reseed else None,
+                        on_event=lambda events: _record_warnings(run, state, events), guard=guard, note=note)
+
+
+def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored):
+    """One call of Keras' fit from ``start_epoch``; returns (guard, jump detector or None, history rows)."""
     t = config.train
+    lr_scale = state["lr_scale"]
+    noise_seed = noise_seed_after(state, start_epoch, t.seed)
     guard = NonFiniteGuard()
-    writer = HistoryCSV(run.history_path, history, guard=guard)
     callbacks = [
         guard,
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch) * lr_scale),
         KLWarmup(t.kl_scale_at),
     ]
-    if config.model.kind == "vae":
-        monitor_images = inference_inputs(x_val[: min(2000, len(x_val))], t.task)
-        callbacks.append(ActiveUnitsMonitor(monitor_images))
-    callbacks += [writer, EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guard)]
+    if monitored is not None:
+        callbacks.append(LatentMonitor(monitored))
+    jump = _jump_detector(run, t, state, history, noise_seed, guard)
+    guards = (guard,) if jump is None else (guard, jump)
+    writer = HistoryCSV(run.history_path, history, guard=guards)
+    callbacks += [*guards[1:], writer, EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards)]
     model.fit(
-        input_batches(x_train, t, seed=t.seed, start_epoch=start_epoch, end_epoch=t.epochs, noise_seed=t.seed),
+        input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,
+                      noise_seed=noise_seed),
         steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
         shuffle=False,  # the batches are shuffled already; Keras would mix them across epochs
         # validation noise is the same every epoch (its own seed stream, epoch 0)
@@ -243,7 +284,7 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, lr_scale):
         callbacks=callbacks,
         verbose=t.verbose,
     )
-    return guard, writer.rows
+    return guard, jump, writer.rows
 
 
 def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
@@ -305,6 +346,8 @@ def _train(run: Run, config: RunConfig) -> RunResult:
         remove_stale_temporaries(folder)
     state = run.read_state()
     start_epoch = first_epoch = _restore_latest(model, run, config)
+    reseed_if_due(model, state, start_epoch)
+    monitored = monitor_images(x_val, t)
     _check_disk_space(run, model, config, start_epoch)
     history = _history_until(run, start_epoch, config)
 
@@ -319,30 +362,39 @@ def _train(run: Run, config: RunConfig) -> RunResult:
 
     retries = 0
     while start_epoch < t.epochs:
-        guard, rows = _fit(model, config, run, x_train, x_val, start_epoch, history, state["lr_scale"])
-        if not guard.tripped:
+        guard, jump, rows = _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored)
+        if not guard.tripped and not (jump is not None and jump.tripped):
             history = rows
             break
         last = run.checkpoints()
         last_name = last[-1][1].name if last else "none (the run had not finished an epoch)"
-        message = f"non-finite loss at {guard.where}"
-        if t.on_nonfinite == "stop" or retries >= t.nonfinite_retries:
-            tried = f" after {retries} retries" if retries else ""
-            raise TrainingDiverged(
-                f"{message}{tried}; training stopped. No checkpoint was written for epoch {guard.epoch}; "
-                f"the last good checkpoint is {last_name}. Lower learning_rate, set gradient_clip_norm, or "
-                f'set on_nonfinite = "retry".'
-            )
-        retries += 1
-        state["lr_scale"] *= t.retry_lr_factor
-        state["nonfinite_events"].append({"epoch": guard.epoch, "step": guard.step, "reason": guard.reason,
-                                          "lr_scale_after": state["lr_scale"]})
-        run.write_state(state)
+        if guard.tripped:
+            message = f"non-finite loss at {guard.where}"
+            if t.on_nonfinite == "stop" or retries >= t.nonfinite_retries:
+                tried = f" after {retries} retries" if retries else ""
+                raise TrainingDiverged(
+                    f"{message}{tried}; training stopped. No checkpoint was written for epoch {guard.epoch}; "
+                    f"the last good checkpoint is {last_name}. Lower learning_rate, set gradient_clip_norm, or "
+                    f'set on_nonfinite = "retry".'
+                )
+            retries += 1
+            state["lr_scale"] *= t.retry_lr_factor
+            state["nonfinite_events"].append({"epoch": guard.epoch, "step": guard.step, "reason": guard.reason,
+                                              "lr_scale_after": state["lr_scale"]})
+            run.write_state(state)
+            then = f"retry {retries} of {t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}"
         model = new_model(config, steps_per_epoch)
         start_epoch = _restore_latest(model, run, config)
+        if not guard.tripped:  # a jump: the events, the count and the new noise seed in one write
+            state["jump_reseeds"] += 1
+            state["jump_events"].extend(jump.events)
+            set_noise_seed(state, start_epoch, jump.reseed_to)
+            run.write_state(state)
+            message = f"jump at epoch {jump.epoch}"
+            then = (f"reseed {state['jump_reseeds']} of {t.jump_reseeds}, with noise seed {jump.reseed_to}")
+        reseed_if_due(model, state, start_epoch)
         history = _history_until(run, start_epoch, config)
-        _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), retry {retries} of "
-                     f"{t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}")
+        _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), {then}")
 
     save_model(model, run.model_path)
     save_model(model.encoder, run.encoder_path)
@@ -351,7 +403,10 @@ def _train(run: Run, config: RunConfig) -> RunResult:
                     "train_images": len(x_train), "validation_images": len(x_val)}
     final = {k: v for k, v in (history[-1] if history else {}).items() if np.isfinite(v)}
     run.write_summary({"epochs_done": len(history), "dataset": dataset_info, "lr_scale": state["lr_scale"],
-                       "final": final, "backend": keras.backend.backend()})
+                       "noise_seed": noise_seed_after(state, len(history), t.seed),
+                       "jumps": len(state["jump_events"]), "final": final, "backend": keras.backend.backend(),
+                       # the unit of reco_loss / total_loss in "final" and history.csv
+                       "reconstruction_reduction": config.model.reconstruction_reduction})
     return RunResult(run, config, model, history, dataset_info, first_epoch)
 
 
