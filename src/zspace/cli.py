@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 # TensorFlow's C++ INFO/WARNING lines drown the CLI's output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,7 +22,42 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from zspace.config_fields import MAX_BATCH_SIZE, MAX_SEED  # noqa: E402
 from zspace.errors import ConfigError, ZspaceError  # noqa: E402
 
+
+
+def repeated_options(command, args: list[str], parent=None) -> list[str]:
+    """Single-valued options given more than once in ``args`` of ``command`` (sub-commands followed), as
+    "--name given N times (zspace SUB)": the parser would keep the last value and drop the others unseen.
+
+    Parses with the command's own parser (resilient: a bad option is left for the real parse to report);
+    list options (``multiple``) may repeat.
+    """
+    name = command.name if parent is not None else "zspace"
+    ctx = command.context_class(command, parent=parent, info_name=name, resilient_parsing=True)
+    _, rest, order = command.make_parser(ctx).parse_args(args=list(args))
+    counts: dict = {}
+    for param in order:
+        if param.param_type_name == "option" and not param.multiple and not getattr(param, "count", False):
+            counts[param] = counts.get(param, 0) + 1
+    found = [f"{'/'.join([*p.opts, *p.secondary_opts])} given {c} times ({ctx.command_path})"
+             for p, c in counts.items() if c > 1]
+    sub = command.get_command(ctx, rest[0]) if isinstance(command, TyperGroup) and rest else None
+    return found + (repeated_options(sub, rest[1:], ctx) if sub is not None else [])
+
+
+class _OneValuePerOption(TyperGroup):
+    """The zspace group: a single-valued option given twice is a usage error, not a silently dropped value."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            repeated = repeated_options(self, args)
+            if repeated:
+                ctx.fail(f"{'; '.join(repeated)}: a single-valued option, the parser would keep only the "
+                         f"last; give it once (options that take several values say so in --help).")
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_OneValuePerOption,
     name="zspace",
     help="Train convolutional AEs and VAEs on images and look inside their latent space.",
     invoke_without_command=True,
