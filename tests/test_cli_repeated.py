@@ -54,6 +54,7 @@ def test_the_group_option_and_through_the_app_object():
 
 def test_list_options_and_values_that_look_like_options_may_repeat():
     assert repeated_options(ROOT, ["train", "-c", "x", "--set", "a=1", "--set", "b=2"]) == []
-    assert repeated_options(ROOT, ["generate", "r", "--limit", "1", "--limit", "2"]) == []
+    assert repeated_options(ROOT, ["generate", "r", "--limit", "1", "--limit", "2", "--sharpen", "0",
+                                   "--sharpen", "3", "--strength", "1", "--strength", "2"]) == []
     assert repeated_options(ROOT, ["analyze", "r", "--data", "--data"]) == []  # one option whose value is "--data"
     assert repeated_options(ROOT, ["generate", "r", "--", "--n", "--n"]) == []  # after --: arguments
