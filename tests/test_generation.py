@@ -215,8 +215,8 @@ def test_generate_sharpen_series_writes_one_labelled_grid(run_dir, tmp_path, cap
                  "--sharpen", "0", "--sharpen", "3", "--sharpen", "6"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]  # one grid, no sharpened copies
     decoded = Run(run_dir).model.decode(sample_latent(6, 3, "normal", seed=2))
-    expected = labelled_grid(np.concatenate([sharpen(decoded, f) for f in (0, 3, 6)]), cols=3,
-                             row_labels=["sharpness 0", "", "sharpness 3", "", "sharpness 6", ""])
+    expected = labelled_grid(np.concatenate([sharpen(decoded, f) for f in (0, 3, 6)]), cols=6,
+                             row_labels=["sharpness 0", "sharpness 3", "sharpness 6"])  # a row per factor
     np.testing.assert_array_equal(_png(out), expected[..., 0])
 
 
@@ -225,8 +225,8 @@ def test_generate_sharpen_series_writes_one_labelled_grid(run_dir, tmp_path, cap
                                   ["--dist", "grid"]])
 def test_generate_sharpen_series_in_every_mode(run_dir, tmp_path, args):
     plain, series = tmp_path / "plain.png", tmp_path / "series.png"
-    assert main(["generate", str(run_dir), "--out", str(plain), "--n", "3", *args]) == 0
-    assert main(["generate", str(run_dir), "--out", str(series), "--n", "3", *args,
+    assert main(["generate", str(run_dir), "--out", str(plain), "--n", "3", "--cols", "3", *args]) == 0
+    assert main(["generate", str(run_dir), "--out", str(series), "--n", "3", "--cols", "3", *args,
                  "--sharpen", "1", "--sharpen", "4"]) == 0
     assert _png(series).shape[0] > 1.9 * _png(plain).shape[0] - 40  # two blocks of the grid's rows
 

@@ -86,13 +86,14 @@ def with_cols(grid: Grid, cols: int | None) -> Grid:
 
 
 def sharpen_series(grid: Grid, factors) -> Grid:
-    """The grid once per PIL sharpness factor, blocks one under the other, each labelled with its factor.
+    """The grid once per PIL sharpness factor, blocks one under the other, each labelled with its factor
+    (a grid without ``cols``: one row of all its images per factor).
 
     Args:
         factors: ImageEnhance.Sharpness factors (0 blurred, 1 unchanged, 2+ sharper).
     """
     factors = check_sharpen(factors)
-    cols = grid.n_cols
+    cols = grid.cols or len(grid.images)  # a grid without a layout of its own: one row per factor
     rows = math.ceil(len(grid.images) / cols)
     blank = np.ones((rows * cols - len(grid.images), *grid.images.shape[1:]), np.float32)  # a block's last row
     images = np.concatenate([np.concatenate([sharpen(grid.images, f), blank]) for f in factors])
