@@ -9,7 +9,7 @@ from conftest import tiny_run_config
 from zspace import Run
 from zspace.analysis import encode_images
 from zspace.cli import app
-from zspace.generation import GaussianMixtureSampler, image_grid, sample_latent, uniform_sweep
+from zspace.generation import GaussianMixtureSampler, image_grid, labelled_grid, sample_latent, uniform_sweep
 
 runner = CliRunner()
 
@@ -48,8 +48,8 @@ def _png(path) -> np.ndarray:
         return np.asarray(img)
 
 
-def _grid(images, cols=None) -> np.ndarray:
-    return image_grid(images, cols)[..., 0]  # the digits are grey: PNG mode "L"
+def _grid(images, cols=None, **labels) -> np.ndarray:
+    return labelled_grid(images, cols, **labels)[..., 0]  # the digits are grey: PNG mode "L"
 
 
 def _generate(trained_run, out, *args):
@@ -77,14 +77,16 @@ def test_generate_draws_from_the_chosen_distribution(trained_run, model, tmp_pat
 def test_generate_with_several_limits_gives_one_row_per_limit(trained_run, model, tmp_path):
     grid = _generate(trained_run, tmp_path / "sweep.png", "--dist", "uniform", "--n", "5", "--limit", "0.5",
                      "--limit", "1", "--limit", "4")
-    np.testing.assert_array_equal(grid, _grid(uniform_sweep(model, [0.5, 1.0, 4.0], 5, seed=0), cols=5))
-    assert image_grid(np.zeros((15, 8, 8, 1)), cols=5).shape[:2] == grid.shape  # 3 rows of 5
+    np.testing.assert_array_equal(grid, _grid(uniform_sweep(model, [0.5, 1.0, 4.0], 5, seed=0), cols=5,
+                                              row_labels=["r=0.5", "r=1", "r=4"]))
+    cells = image_grid(np.zeros((15, 8, 8, 1)), cols=5).shape  # 3 rows of 5, the labels to their left
+    assert grid.shape[0] == cells[0] and grid.shape[1] > cells[1]
 
 
 def test_generate_reconstruct_shows_validation_images_over_their_decodes(trained_run, tmp_path):
     grid = _generate(trained_run, tmp_path / "reco.png", "--reconstruct", "--n", "6")
     x_val = Run(trained_run).validation_images(6)
-    tiles = _grid(np.concatenate([x_val, x_val]), cols=6)
+    tiles = _grid(np.concatenate([x_val, x_val]), cols=6, row_labels=["original", "reconstruction"])
     top = tiles.shape[0] // 2
     np.testing.assert_array_equal(grid[:top], tiles[:top])  # first row: the originals, exactly
     assert grid.shape == tiles.shape  # second row: their reconstructions
@@ -96,7 +98,7 @@ def test_generate_interpolate_decodes_the_line_between_two_codes(trained_run, mo
     x_val = Run(trained_run).validation_images(10)
     ends = model.encode(x_val[[2, 9]])["mu"]
     line = ends[0] + np.linspace(0, 1, 5, dtype=np.float32)[:, None] * (ends[1] - ends[0])
-    np.testing.assert_array_equal(grid, _grid(model.decode(line), cols=5))
+    np.testing.assert_array_equal(grid, _grid(model.decode(line), cols=5, row_labels=["#2 to #9"]))
     result = runner.invoke(app, ["generate", str(trained_run), "--out", str(tmp_path / "x.png"), "--interpolate",
                                  "0", "180"])
     assert result.exit_code == 2 and "--interpolate indices must be in [0, 180)" in result.output

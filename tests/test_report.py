@@ -77,6 +77,18 @@ def test_report_has_every_section_and_embeds_images(runs, tmp_path):
     assert "<td>vae</td>" in page and "logvar min" in page  # VAE internals table
     assert "NLL (nats)" in page and "holes.png" in files  # the evaluated VAE: its table row and hole plot
     assert "<h3>Sample quality (FD-domain)</h3>" in page and "<td>second_stage</td>" in page
+    generation = page[page.index("<section id='generation'>"):]
+    for grid in ("normal", "uniform_sweep", "reconstructions", "interpolation", "latent_grid", "gmm_sharp"):
+        # the AE's and the VAE's grid of one kind side by side, in one row under the kind's heading
+        heading = grid.replace('_sharp', ' sharpened').replace('_', ' ')
+        row = re.search(rf"<h3>{heading}[^<]*</h3><div class='side'>(.*?)</div>",
+                        generation)
+        assert row and re.findall(r"<figcaption>(\w+)</figcaption>", row.group(1)) == ["ae", "vae"], grid
+    from PIL import Image
+
+    with Image.open(tmp_path / "report_files" / "vae_grid_latent_grid.png") as latent, \
+            Image.open(tmp_path / "report_files" / "vae_grid_uniform_sweep.png") as sweep:
+        assert latent.height > 10 * 64 and sweep.width > 10 * 66  # 8x8 digits drawn at least 64 px, labels beside
 
 
 def test_compare_writes_overlays_tables_and_side_by_side_grids(runs, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 # TensorFlow's C++ INFO/WARNING lines drown the CLI's output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,7 +22,42 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from zspace.config_fields import MAX_BATCH_SIZE, MAX_SEED  # noqa: E402
 from zspace.errors import ConfigError, ZspaceError  # noqa: E402
 
+
+
+def repeated_options(command, args: list[str], parent=None) -> list[str]:
+    """Single-valued options given more than once in ``args`` of ``command`` (sub-commands followed), as
+    "--name given N times (zspace SUB)": the parser would keep the last value and drop the others unseen.
+
+    Parses with the command's own parser (resilient: a bad option is left for the real parse to report);
+    list options (``multiple``) may repeat.
+    """
+    name = command.name if parent is not None else "zspace"
+    ctx = command.context_class(command, parent=parent, info_name=name, resilient_parsing=True)
+    _, rest, order = command.make_parser(ctx).parse_args(args=list(args))
+    counts: dict = {}
+    for param in order:
+        if param.param_type_name == "option" and not param.multiple and not getattr(param, "count", False):
+            counts[param] = counts.get(param, 0) + 1
+    found = [f"{'/'.join([*p.opts, *p.secondary_opts])} given {c} times ({ctx.command_path})"
+             for p, c in counts.items() if c > 1]
+    sub = command.get_command(ctx, rest[0]) if isinstance(command, TyperGroup) and rest else None
+    return found + (repeated_options(sub, rest[1:], ctx) if sub is not None else [])
+
+
+class _OneValuePerOption(TyperGroup):
+    """The zspace group: a single-valued option given twice is a usage error, not a silently dropped value."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            repeated = repeated_options(self, args)
+            if repeated:
+                ctx.fail(f"{'; '.join(repeated)}: a single-valued option, the parser would keep only the "
+                         f"last; give it once (options that take several values say so in --help).")
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_OneValuePerOption,
     name="zspace",
     help="Train convolutional AEs and VAEs on images and look inside their latent space.",
     invoke_without_command=True,
@@ -64,6 +100,12 @@ class Dist(str, Enum):
     normal = "normal"
     uniform = "uniform"
     gmm = "gmm"
+    grid = "grid"
+
+
+class Center(str, Enum):
+    zero = "zero"
+    mean = "mean"
 
 
 class Split(str, Enum):
@@ -233,11 +275,13 @@ def evaluate(
 def generate(
     run: RunDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG grid.")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of images (per row for several --limit).")] = 28,
-    dist: Annotated[Dist, typer.Option(help="z ~ N(0, I), uniform in [-limit, limit], or a Gaussian mixture "
-                                            "fitted to the training z-points.")] = Dist.normal,
-    limit: Annotated[list[float] | None, typer.Option(help="Half-width r of the uniform box; repeat for one "
-                                                           "row per r (--limit 0.5 --limit 1 ...).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of images (per row for several --limit; per side "
+                                                      "for --dist grid).")] = 28,
+    dist: Annotated[Dist, typer.Option(help="z ~ N(0, I), uniform in [-limit, limit], a Gaussian mixture fitted "
+                                            "to the training z-points, or a regular n x n grid on a plane.")] = Dist.normal,
+    limit: Annotated[list[float] | None, typer.Option(help="Half-width r of the uniform box (repeat for one row "
+                                                           "per r: --limit 0.5 --limit 1) or of the --dist grid "
+                                                           "(default: the 2%-98% range of the training codes).")] = None,
     reconstruct: Annotated[bool, typer.Option(help="Validation images beside their reconstructions instead.")] = False,
     interpolate: Annotated[tuple[int, int] | None, typer.Option(help="Decode the line between validation "
                                                                      "images I and J, in n steps.")] = None,
@@ -245,41 +289,55 @@ def generate(
                                                       "n validation images, one row per --strength.")] = None,
     strength: Annotated[list[float] | None, typer.Option(help="Multiples of the attribute vector "
                                                               "(default -1 0 1 2).")] = None,
-    sharpen: Annotated[float | None, typer.Option(help="Also write a copy sharpened by PIL with this factor.")] = None,
+    sharpen: Annotated[list[float] | None, typer.Option(help="PIL sharpness factor (0 blurred, 1 unchanged); "
+                                                             "repeat for one labelled block of rows per factor.")] = None,
+    axes: Annotated[tuple[int, int] | None, typer.Option(help="--dist grid: the two z axes I J (default 0 1).")] = None,
+    pca: Annotated[bool, typer.Option("--pca", help="--dist grid: the first two principal directions of the "
+                                                    "training codes (mu for a VAE).")] = False,
+    center: Annotated[Center | None, typer.Option(help="--dist grid: the other coordinates, 0 or the training "
+                                                       "mean (default: zero; mean with --pca).")] = None,
     components: Annotated[int, typer.Option(min=1, help="Mixture components for --dist gmm.")] = 10,
     cols: Annotated[int | None, typer.Option(min=1, help="Images per row.")] = None,
+    cell: Annotated[int, typer.Option(min=1, help="Smallest cell height in pixels (small images are enlarged, "
+                                                  "nearest neighbour).")] = 64,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
 ) -> None:
-    """Decode random z-points (or reconstructions, or an interpolation) and save an image grid."""
-    from dataclasses import replace
-
+    """Decode random z-points (or reconstructions, an interpolation, a latent grid) and save a labelled image grid."""
     from zspace import generation as g
     from zspace.rundir import Run
 
     with _clear_errors():
         if sum(bool(v) for v in (reconstruct, interpolate, attribute)) > 1:
             raise ConfigError("--reconstruct, --interpolate and --attribute exclude each other.")
+        mode = ("attribute" if attribute else "reconstruct" if reconstruct else "interpolate" if interpolate
+                else dist.value)
+        g.check_generate_options(mode, limit, strength, axes, pca, center)
         limits = g.check_limits(limit or [1.0])
         strengths = g.check_strengths(strength or g.DEFAULT_STRENGTHS)
-        g.check_sharpen(sharpen)
-        rows = len(strengths) if attribute else len(limits)  # rows of n images (at most)
-        g.check_grid_size(n, rows, cols)
+        factors = g.check_sharpen(sharpen)
+        rows = len(strengths) if attribute else n if mode == "grid" else 3 if reconstruct else len(limits)
+        g.check_grid_size(n, rows * max(1, len(factors)), cols)
+        g.check_cell(cell)
         g.check_grid_path(out)
         _check_output(out, "--out")
         r = Run.open(run)
+        g.check_grid_pixels(n * rows * max(1, len(factors)), r.config.model.input_shape, cell)
         if attribute:
             grid = g.attribute_grid(r, attribute, n, strengths)
         elif reconstruct:
             grid = g.reconstruction_grid(r, n, seed)
         elif interpolate:
             grid = g.interpolation_grid(r, *interpolate, steps=n, seed=seed)
+        elif dist == Dist.grid:
+            grid = g.latent_grid(r, n, axes, pca, limit[0] if limit else None, center and center.value, seed=seed)
         elif dist == Dist.gmm:
             grid = g.gmm_grid(r, n, components, seed)
         elif dist == Dist.uniform and len(limits) > 1:
             grid = g.uniform_sweep_grid(r, limits, n, seed)
         else:
             grid = g.sample_grid(r, n, dist.value, limits[0], seed)
-        for path in g.write_grid(out, replace(grid, cols=cols or grid.cols), sharpen):
+        grid = g.with_cols(grid, cols)
+        for path in g.write_grid(out, g.sharpen_series(grid, factors) if factors else grid, cell=cell):
             typer.echo(f"wrote {path}")
 
 

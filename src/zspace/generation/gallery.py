@@ -8,17 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from zspace.config_fields import Config, at_least, at_most, config_field, each, non_empty, positive
-from zspace.generation.grid import grid_png
+from zspace.generation.grid import DEFAULT_CELL, MAX_CELL
 from zspace.generation.modes import (
     MAX_GMM_COMPONENTS,
     Grid,
     gmm_grid,
     interpolation_grid,
+    latent_grid,
     reconstruction_grid,
     sample_grid,
+    sharpen_series,
     uniform_sweep_grid,
 )
-from zspace.generation.sharpen import sharpen
 from zspace.storage import atomic_write_bytes
 
 __all__ = ["GalleryConfig", "gallery_grids", "gallery_pngs", "save_gallery", "write_gallery", "DEFAULT_LIMITS"]
@@ -43,11 +44,15 @@ class GalleryConfig(Config):
                                        positive(), at_most(MAX_GMM_COMPONENTS))
     gmm_points: int = config_field("At most this many training z-points fit the mixture.", 20_000, positive())
     seed: int = config_field("Seed of every draw, in [0, 2**32).", 0)
+    cell: int = config_field("Smallest cell height in pixels: small images are enlarged by an integer factor "
+                             "(nearest neighbour) to at least this.", DEFAULT_CELL, positive(), at_most(MAX_CELL))
 
 
 def gallery_grids(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None
                   ) -> dict[str, Grid]:
-    """The standard grids of a run: {"normal", "uniform_sweep", "gmm", "reconstructions", "interpolation": Grid}.
+    """The standard grids of a run: {"normal", "uniform_sweep", "gmm", "reconstructions", "interpolation",
+    "latent_grid": Grid}; "latent_grid" is an n x n grid on the plane of the first two axes (z_dim 2) or
+    principal directions of ``z_train`` (absent for z_dim 1).
 
     Args:
         run: a :class:`zspace.Run` with a trained model (and at least 2 validation images).
@@ -56,13 +61,17 @@ def gallery_grids(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndar
     c = config
     # A tiny run may have fewer training points than the default number of components.
     components = c.gmm_components if z_train is None else min(c.gmm_components, len(z_train), c.gmm_points)
-    return {
+    grids = {
         "normal": replace(sample_grid(run, 3 * c.n, "normal", seed=c.seed), cols=c.n),
         "uniform_sweep": uniform_sweep_grid(run, c.limits, c.n, seed=c.seed),
         "gmm": replace(gmm_grid(run, 3 * c.n, components, c.seed, z_train, c.gmm_points), cols=c.n),
         "reconstructions": reconstruction_grid(run, c.n, seed=c.seed),
-        "interpolation": replace(interpolation_grid(run, 0, 1, steps=c.n, seed=c.seed), cols=c.n),
+        "interpolation": interpolation_grid(run, 0, 1, steps=c.n, seed=c.seed),
     }
+    z_dim = run.config.model.z_dim
+    if z_dim >= 2:
+        grids["latent_grid"] = latent_grid(run, c.n, pca=z_dim > 2, codes=z_train, seed=c.seed)
+    return grids
 
 
 def gallery_pngs(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarray | None = None
@@ -71,9 +80,9 @@ def gallery_pngs(run, config: GalleryConfig = GalleryConfig(), z_train: np.ndarr
     when ``config.sharpen_factor`` is set. Writes nothing (the report puts them beside itself)."""
     pngs = {}
     for name, grid in gallery_grids(run, config, z_train).items():
-        pngs[name] = grid_png(grid.images, grid.cols)
+        pngs[name] = grid.png(config.cell)
         if config.sharpen_factor is not None and name != "reconstructions":
-            pngs[f"{name}_sharp"] = grid_png(sharpen(grid.images, config.sharpen_factor), grid.cols)
+            pngs[f"{name}_sharp"] = sharpen_series(grid, [config.sharpen_factor]).png(config.cell)
     return pngs
 
 

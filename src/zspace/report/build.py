@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from zspace.analysis import Analysis, analyze_run
 from zspace.config import AnalysisConfig, RunConfig
 from zspace.errors import ConfigError
 from zspace.evaluation.evaluate import Evaluation
 from zspace.generation import GalleryConfig, gallery_pngs
+from zspace.generation.grid import label_font
 from zspace.report import plots
 from zspace.rundir import Run
 from zspace.storage import atomic_write_bytes, atomic_write_text
@@ -311,14 +312,19 @@ def projection_figures(run: RunReport) -> dict[str, bytes]:
     return {name: plots.figure_png(fig) for name, fig in figures.items()}
 
 
-def side_by_side(pngs: list[bytes], gap: int = 12) -> bytes:
-    """PNG bytes of PNG images placed left to right (top-aligned, white gaps)."""
+def side_by_side(pngs: list[bytes], gap: int = 12, titles: list[str] | None = None) -> bytes:
+    """PNG bytes of PNG images placed left to right (top-aligned, white gaps), each under its title (if given)."""
     pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
+    font = label_font(16) if titles else None
+    top = 24 if titles else 0
     width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
-    canvas = Image.new("RGB", (width, max(p.height for p in pictures)), "white")
+    canvas = Image.new("RGB", (width, top + max(p.height for p in pictures)), "white")
+    draw = ImageDraw.Draw(canvas)
     x = 0
-    for picture in pictures:
-        canvas.paste(picture, (x, 0))
+    for i, picture in enumerate(pictures):
+        canvas.paste(picture, (x, top))
+        if titles:
+            draw.text((x + 4, 2), titles[i], fill=(0, 0, 0), font=font)
         x += picture.width + gap
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
@@ -345,7 +351,8 @@ def write_comparison(runs: list[RunReport], out_dir: str | Path) -> dict[str, Pa
         atomic_write_bytes(written[name], png)
     for grid in sorted(set.intersection(*(set(r.gallery) for r in runs))):
         written[f"grid_{grid}"] = out_dir / f"grids_{grid}.png"
-        atomic_write_bytes(written[f"grid_{grid}"], side_by_side([r.gallery[grid] for r in runs]))
+        atomic_write_bytes(written[f"grid_{grid}"], side_by_side([r.gallery[grid] for r in runs],
+                                                                   titles=[r.name for r in runs]))
     written["tables"] = out_dir / "comparison.md"
     atomic_write_text(written["tables"], _markdown(comparison_tables(runs)))
     return written
@@ -366,7 +373,19 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;margin:4px}
 section{margin-bottom:2em}h2{border-bottom:1px solid #ddd}figure{display:inline-block;margin:0 1em 1em 0}
-figcaption{font-size:12px;color:#555}"""
+figcaption{font-size:12px;color:#555}.side{display:flex;gap:1em;align-items:flex-start}
+.side figure{flex:1 1 0;min-width:0;margin:0 0 1em}.side img{width:auto;max-width:100%;margin:0}"""
+
+GRID_CAPTIONS = {
+    "normal": "decodes of z ~ N(0, I)",
+    "uniform_sweep": "decodes of z ~ U[-r, r]^d, one row per half-width r (a column keeps its direction)",
+    "gmm": "decodes of z drawn from a Gaussian mixture fitted to the training z-points",
+    "reconstructions": "validation images above their reconstructions",
+    "interpolation": "decodes of the line between the codes of validation images #0 and #1",
+    "latent_grid": "a regular grid on the plane of z0 and z1 (z_dim 2) or of the first two principal directions "
+                   "of the training z-points (labels: the coordinates)",
+}
+"""What each gallery grid shows (the report's heading of a row of grids, one per run)."""
 
 SECTIONS = ("Runs", "Training curves", "Evaluation", "Radius", "Per-axis distributions", "Clustering", "Projections",
             "VAE internals", "Generation")
@@ -390,6 +409,28 @@ def _run_list(runs: list[RunReport]) -> str:
     items = "".join(f"<li><b>{html.escape(r.name)}</b>: <code>{html.escape(os.path.abspath(r.run.root))}</code></li>"
                     for r in runs)
     return f"<ul class='runs'>{items}</ul>"
+
+
+def _grid_caption(grid: str) -> str:
+    """The heading of one kind of gallery grid ("uniform_sweep_sharp": its caption, sharpened)."""
+    base, sharp = (grid[:-len("_sharp")], True) if grid.endswith("_sharp") else (grid, False)
+    text = GRID_CAPTIONS.get(base, base.replace("_", " "))
+    return f"{base.replace('_', ' ')}{' sharpened (PIL ImageEnhance.Sharpness)' if sharp else ''}: {text}"
+
+
+def _generation_html(runs: list[RunReport], saved: dict[str, bytes], figure) -> str:
+    """One row per kind of grid, the runs' grids of that kind side by side (AE beside VAE); fills ``saved``."""
+    kinds = list(dict.fromkeys(grid for r in runs for grid in r.gallery))
+    rows = []
+    for grid in kinds:
+        cells = []
+        for r in runs:
+            if grid in r.gallery:
+                key = f"{r.file_stem}_grid_{grid}"
+                saved[key] = r.gallery[grid]
+                cells.append(figure(key, r.name))
+        rows.append(f"<h3>{html.escape(_grid_caption(grid))}</h3><div class='side'>{''.join(cells)}</div>")
+    return "".join(rows)
 
 
 def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
@@ -436,13 +477,7 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
                 + figure("kl_per_dim", "KL per latent dimension"))
     else:
         section("VAE internals", "<p>No VAE among these runs.</p>")
-    generation = []
-    for r in runs:
-        for grid, png in r.gallery.items():
-            key = f"{r.file_stem}_grid_{grid}"
-            saved[key] = png
-            generation.append(figure(key, f"{r.name}: {grid.replace('_', ' ')}"))
-    section("Generation", "".join(generation))
+    section("Generation", _generation_html(runs, saved, figure))
     parts.append("</body></html>")
     for name, png in saved.items():
         atomic_write_bytes(files / f"{name}.png", png)
