@@ -119,7 +119,7 @@ def check_set_values(overrides: dict[str, Any]) -> None:
             _check_field(key, "--set")
             if isinstance(value, list) and not _is_list_field(key):
                 values = ",".join(_value_text(v) for v in value)
-                raise ConfigError(f"--set {key}={_value_text(value)}: {key} takes one value (--set is the same for "
+                raise ConfigError(f"--set {key}=[{', '.join(map(str, value))}]: {key} takes one value (--set is the same for "
                                   f"every run); for one run per value write --sweep {key}={values}.")
 
 
