@@ -397,6 +397,8 @@ def _add_prepare_command(name: str, doc: str) -> None:
 _add_prepare_command("celeba", "CelebA: img_align_celeba JPEGs (+ list_attr_celeba.txt, list_eval_partition.txt "
                                "when present).")
 _add_prepare_command("images", "Any folder of JPEG / PNG images; sub-folder names become labels.")
+_add_prepare_command("pairs", "Input/target pairs: SRC/input/NAME and SRC/target/NAME, the same names in both; "
+                              "train with dataset = \"cache:OUT\", task = \"pairs\".")
 
 
 # Lines TensorFlow's C++ runtime prints while it loads, whatever TF_CPP_MIN_LOG_LEVEL says (absl

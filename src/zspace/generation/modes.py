@@ -137,7 +137,10 @@ def reconstruction_grid(run, n: int, seed: int = 0) -> Grid:
     """The first n validation images above their reconstructions (inputs, outputs, targets for a task)."""
     run = Run.of(run)
     targets = run.validation_images(n)
-    pairs = reconstruction_pairs(run.reset_noise(), targets, cols=len(targets), inputs=_task_inputs(run, targets, seed))
+    inputs = _task_inputs(run, targets, seed)
+    if run.split.t_val is not None:  # input/target pairs: the stored images are the inputs
+        inputs, targets = targets, np.asarray(run.split.t_val[:len(targets)], dtype=np.float32)
+    pairs = reconstruction_pairs(run.reset_noise(), targets, cols=len(targets), inputs=inputs)
     return Grid(pairs, cols=len(targets))
 
 
