@@ -374,8 +374,8 @@ def _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixel
                          max_bad_fraction=max_bad_fraction, max_pixels=max_pixels)
 
 
-def _report_prepared(result) -> None:
-    typer.echo(f"wrote {result.n_images} images into {result.folder} ({result.written_shards} shards written, "
+def _report_prepared(result, what: str = "images") -> None:
+    typer.echo(f"wrote {result.n_images} {what} into {result.folder} ({result.written_shards} shards written, "
                f"{result.reused_shards} kept from an earlier run); {len(result.bad)} bad files skipped"
                + (f", listed in {result.folder / 'bad_files.tsv'}" if result.bad else ""))
 
@@ -388,7 +388,8 @@ def _add_prepare_command(name: str, doc: str) -> None:
 
         with _clear_errors():
             config = _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixels)
-            _report_prepared(getattr(prepare, f"prepare_{name}")(src, out, config))
+            _report_prepared(getattr(prepare, f"prepare_{name}")(src, out, config),
+                             "input/target pairs" if name == "pairs" else "images")
 
     command.__doc__ = doc
     prepare_app.command(name)(command)

@@ -668,11 +668,12 @@ PAIR_FOLDERS = ("input", "target")
 _LISTED_NAMES = 3  # file names quoted in the one-line error about unmatched pairs
 
 
-def _unmatched(names: list[str], others: set[str]) -> str:
+def _unmatched(names: list[str], others: set[str], here: str, there: str) -> str:
+    """"2 files of input/ are missing from target/ (a.png, b.png)": the first few names only."""
     missing = [n for n in names if n not in others]
-    listed = ", ".join(missing[:_LISTED_NAMES]) + (f" and {len(missing) - _LISTED_NAMES} more"
-                                                   if len(missing) > _LISTED_NAMES else "")
-    return f"{len(missing)} ({listed})"
+    listed = ", ".join(repr(n)[1:-1][:100] for n in missing[:_LISTED_NAMES])  # repr: no line breaks in names
+    more = f" and {len(missing) - _LISTED_NAMES} more" if len(missing) > _LISTED_NAMES else ""
+    return f"{len(missing)} file(s) of {here}/ are missing from {there}/ ({listed}{more})"
 
 
 def prepare_pairs(src: str | Path, out: str | Path, config: PrepareConfig = PrepareConfig()) -> PrepareResult:
@@ -700,9 +701,9 @@ def prepare_pairs(src: str | Path, out: str | Path, config: PrepareConfig = Prep
     if input_set != target_set:
         problems = []
         if input_set - target_set:
-            problems.append(f"{_unmatched(inputs, target_set)} in input/ but not in target/")
+            problems.append(_unmatched(inputs, target_set, "input", "target"))
         if target_set - input_set:
-            problems.append(f"{_unmatched(targets, input_set)} in target/ but not in input/")
+            problems.append(_unmatched(targets, input_set, "target", "input"))
         raise DataError(f"{src}: input/ and target/ must hold the same file names; "
                         f"{'; '.join(problems)}.")
     relative = [Path(name) for name in inputs]
