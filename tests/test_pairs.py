@@ -173,3 +173,24 @@ def test_cli_prepare_pairs_errors_are_one_line(tmp_path, capsys):
     assert main(["prepare", "pairs", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no target/ folder" in err
+
+
+def test_evaluate_scores_a_pairs_run_against_its_targets(tmp_path):
+    """The reconstruction numbers of a pairs run compare the outputs with the targets, not the inputs."""
+    from zspace.evaluation.evaluate import EvaluationConfig, evaluate, reconstruction_quality
+    from zspace.rundir import Run
+    from zspace.training import train
+
+    rng = np.random.default_rng(1)
+    x, x_test = (0.2 * rng.random((n, 8, 8, 3)).astype(np.float32) for n in (128, 100))  # dark inputs
+    invert = lambda images: 1 - images  # noqa: E731  (bright targets: outputs near them score far from the inputs)
+    data = Dataset("inverted", "test", x, None, x_test, None, t_train=invert(x), t_test=invert(x_test))
+    config = _pairs_config(tmp_path, epochs=3, learning_rate=0.01)
+    model = train(config, dataset=data).model
+    run = Run.open(tmp_path / "run", data)
+    result = evaluate(run, EvaluationConfig(samplers=(), features=(), hole_samples=100, progress=False))
+    outputs = model.reconstruct(x_test)
+    expected = reconstruction_quality(invert(x_test), outputs, "bce")
+    np.testing.assert_allclose(result.reconstruction.loss_per_image, expected.loss_per_image, rtol=1e-4)
+    against_inputs = reconstruction_quality(x_test, outputs, "bce").loss_per_image
+    assert against_inputs > 1.5 * expected.loss_per_image  # the test can tell the two apart
