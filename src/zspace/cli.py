@@ -415,6 +415,36 @@ def demo(
         typer.echo(f"report: {report_path}")
 
 
+@app.command()
+def sweep(
+    config: ConfigPath,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder: one run folder per value, report.html.")],
+    sweep_: Annotated[list[str], typer.Option("--sweep", help="One run per value: --sweep z_dim=2,4,12 (a list "
+                                                              "field: --sweep encoder_filters=[[32,64],[16,32]]); "
+                                                              "repeat for the product of several fields.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field in every run: --set epochs=6.")] = None,
+    analysis_config: Annotated[Path | None, typer.Option(help="Analysis TOML for each run.", exists=True,
+                                                         dir_okay=False)] = None,
+    analysis_set: Annotated[list[str] | None, typer.Option("--analysis-set", help="Override an analysis field: "
+                                                                                  "--analysis-set k_max=20.")] = None,
+) -> None:
+    """Train, analyse and compare one run per value of some config fields (resumes an interrupted sweep)."""
+    from zspace.config import AnalysisConfig, parse_overrides
+    from zspace.rundir import training_config
+    from zspace.sweep import check_set_values, parse_sweep, run_sweep
+
+    with _clear_errors():
+        overrides = parse_overrides(set_ or [])
+        check_set_values(overrides)
+        swept = parse_sweep(sweep_)
+        base = training_config(config).with_overrides(overrides)
+        analysis = (AnalysisConfig.load(analysis_config) if analysis_config else AnalysisConfig()).with_overrides(
+            parse_overrides(analysis_set or []))
+        _check_output(out, "--out", folder=True)
+        result = run_sweep(base, swept, out, analysis, say=typer.echo)
+        typer.echo(f"{len(result.runs)} runs in {out}: " + ", ".join(f"{n} {s}" for n, s in result.status.items()))
+
+
 prepare_app = typer.Typer(help="Prepare a folder of images as a sharded uint8 cache for streaming training.",
                           no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
@@ -446,8 +476,8 @@ def _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixel
                          max_bad_fraction=max_bad_fraction, max_pixels=max_pixels)
 
 
-def _report_prepared(result) -> None:
-    typer.echo(f"wrote {result.n_images} images into {result.folder} ({result.written_shards} shards written, "
+def _report_prepared(result, what: str = "images") -> None:
+    typer.echo(f"wrote {result.n_images} {what} into {result.folder} ({result.written_shards} shards written, "
                f"{result.reused_shards} kept from an earlier run); {len(result.bad)} bad files skipped"
                + (f", listed in {result.folder / 'bad_files.tsv'}" if result.bad else ""))
 
@@ -460,7 +490,8 @@ def _add_prepare_command(name: str, doc: str) -> None:
 
         with _clear_errors():
             config = _prepare_config(size, crop, shard_size, workers, max_bad_fraction, max_pixels)
-            _report_prepared(getattr(prepare, f"prepare_{name}")(src, out, config))
+            _report_prepared(getattr(prepare, f"prepare_{name}")(src, out, config),
+                             "input/target pairs" if name == "pairs" else "images")
 
     command.__doc__ = doc
     prepare_app.command(name)(command)
@@ -469,6 +500,8 @@ def _add_prepare_command(name: str, doc: str) -> None:
 _add_prepare_command("celeba", "CelebA: img_align_celeba JPEGs (+ list_attr_celeba.txt, list_eval_partition.txt "
                                "when present).")
 _add_prepare_command("images", "Any folder of JPEG / PNG images; sub-folder names become labels.")
+_add_prepare_command("pairs", "Input/target pairs: SRC/input/NAME and SRC/target/NAME, the same names in both; "
+                              "train with dataset = \"cache:OUT\", task = \"pairs\".")
 
 
 # Lines TensorFlow's C++ runtime prints while it loads, whatever TF_CPP_MIN_LOG_LEVEL says (absl
@@ -476,7 +509,7 @@ _add_prepare_command("images", "Any folder of JPEG / PNG images; sub-folder name
 _STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
                             r"STDERR|I0000 00:00:\d+\.\d+ +\d+ port\.cc:\d+\] oneDNN custom operations are on)")
 # Commands that run a model: they load Keras (and the backend) anyway.
-_KERAS_COMMANDS = {"train", "encode", "analyze", "evaluate", "generate", "compare", "report", "demo"}
+_KERAS_COMMANDS = {"train", "encode", "analyze", "evaluate", "generate", "compare", "report", "demo", "sweep"}
 
 
 @contextlib.contextmanager

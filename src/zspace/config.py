@@ -34,7 +34,7 @@ KLMethod = Literal["layer", "outputs", "add_loss", "train_step"]
 Upsampling = Literal["transpose", "nearest", "bilinear"]
 ResidualIn = Literal["both", "encoder", "decoder"]
 PixelReduction = Literal["sum", "mean"]
-Task = Literal["reconstruct", "denoise", "recolor"]  # zspace.data.tasks.TASKS derives from this
+Task = Literal["reconstruct", "denoise", "recolor", "pairs"]  # zspace.data.tasks.TASKS derives from this
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,7 +286,8 @@ class TrainConfig(Config):
                      at_least(0, "a non-negative integer (0 = all)"))
     task: Task = _f(
         '"reconstruct"; "denoise" (input: image + noise + dropped pixels, target: clean image); '
-        '"recolor" (input: grayscale, target: colour; needs 3 channels).',
+        '"recolor" (input: grayscale, target: colour; needs 3 channels); "pairs" (input and target are '
+        'two images of a cache written by `zspace prepare pairs`: any image-to-image task).',
         "reconstruct",
     )
     noise_sigma: float = _f("denoise: std of the Gaussian noise added to the input (pixels in [0, 1]).", 0.1,

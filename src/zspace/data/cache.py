@@ -4,6 +4,9 @@ A cache folder holds ``manifest.json`` and, per shard, ``<name>.images.npy`` (ui
 (n, H, W, C), read with ``os.pread``) and ``<name>.meta.npz`` (file names, split, labels,
 attributes). Nothing is unpickled: ``np.load(..., allow_pickle=False)`` throughout.
 
+A cache of input/target pairs (``zspace prepare pairs``; manifest ``"pairs": true``) stores each
+pair as one image of twice the channels: the input's channels first, then the target's.
+
 Every file is treated as possibly hostile: the manifest is read only up to
 :data:`MAX_MANIFEST_BYTES` and checked field by field (:func:`read_manifest`), a shard is
 only ever a plain file of the cache folder itself, listed once, and the arrays of a
@@ -106,6 +109,8 @@ def check_manifest(manifest, path: Path) -> dict:
         raise refuse(f"size is {_show(size)}; expected an integer in [1, {_MAX_SIZE}]")
     if not _is_int(channels) or not 1 <= channels <= 4:
         raise refuse(f"channels is {_show(channels)}; expected 1 to 4")
+    if not isinstance(manifest.get("pairs", False), bool):
+        raise refuse("'pairs' is not true or false")
     for key in ("attribute_names", "label_names"):
         if not _is_str_list(manifest.get(key, [])):
             raise refuse(f"{key!r} is not a list of strings")
@@ -231,7 +236,8 @@ class ShardedImages:
         positions: global positions (into the concatenated shards) of this view's images.
     """
 
-    def __init__(self, shards: list[Shard], positions: np.ndarray | None = None, _files: _ShardFiles | None = None):
+    def __init__(self, shards: list[Shard], positions: np.ndarray | None = None, _files: _ShardFiles | None = None,
+                 channels: tuple[int, int] | None = None):
         if not shards:
             raise DataError("a sharded image set needs at least one shard.")
         self.shards = shards
@@ -240,6 +246,7 @@ class ShardedImages:
         self.dtype = np.dtype(np.float32)
         self._image_bytes = int(np.prod(shards[0].image_shape))
         self._files = _files if _files is not None else _ShardFiles([s.path for s in shards])
+        self._channels = channels  # (start, stop) of the stored channels this view shows; None: all
 
     def close(self) -> None:
         """Closes the shard files of this view and the views sharing them (reads reopen them)."""
@@ -253,7 +260,10 @@ class ShardedImages:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.positions), *self.shards[0].image_shape)
+        height, width, channels = self.shards[0].image_shape
+        if self._channels is not None:
+            channels = self._channels[1] - self._channels[0]
+        return (len(self.positions), height, width, channels)
 
     @property
     def ndim(self) -> int:
@@ -264,7 +274,15 @@ class ShardedImages:
 
     def select(self, indices) -> ShardedImages:
         """A view of the images at ``indices`` (of this view); reads nothing."""
-        return ShardedImages(self.shards, self.positions[np.asarray(indices)], _files=self._files)
+        return ShardedImages(self.shards, self.positions[np.asarray(indices)], _files=self._files,
+                             channels=self._channels)
+
+    def channel_view(self, start: int, stop: int) -> ShardedImages:
+        """A view of channels ``start:stop`` of each stored image (the input or the target of a
+        pairs cache); reads nothing. Relative to the stored channels, not to this view's."""
+        if not 0 <= start < stop <= self.shards[0].image_shape[-1]:
+            raise ValueError(f"channels {start}:{stop} outside the stored {self.shards[0].image_shape[-1]}")
+        return ShardedImages(self.shards, self.positions, _files=self._files, channels=(start, stop))
 
     def uint8(self, indices) -> np.ndarray:
         """The raw uint8 images at ``indices`` (an index array of this view), in that order."""
@@ -285,7 +303,10 @@ class ShardedImages:
             if len(data) != size:
                 raise DataError(f"{self.shards[shard].path}: short read (the file is truncated).")
             out[order[start:end]] = np.frombuffer(data, dtype=np.uint8).reshape(end - start, -1)
-        return out.reshape(len(wanted), *self.shards[0].image_shape)
+        images = out.reshape(len(wanted), *self.shards[0].image_shape)
+        if self._channels is not None:  # a copy: the other channels' bytes are not kept alive
+            images = np.ascontiguousarray(images[..., self._channels[0]:self._channels[1]])
+        return images
 
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
@@ -324,6 +345,16 @@ class CacheContents:
     def label_names(self) -> list[str]:
         """Name of each label value (``prepare images``: the sub-folder names), or []."""
         return list(self.manifest.get("label_names", []))
+
+    @property
+    def is_pairs(self) -> bool:
+        """Whether each stored image is an input/target pair (``zspace prepare pairs``)."""
+        return bool(self.manifest.get("pairs", False))
+
+    @property
+    def channels(self) -> int:
+        """Channels of one image (of the input or the target of a pair)."""
+        return int(self.manifest["channels"])
 
     def close(self) -> None:
         """Closes the shard files (see :meth:`ShardedImages.close`)."""
@@ -425,7 +456,8 @@ def read_cache(folder: str | Path) -> CacheContents:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"{folder}: shard {name} cannot be read ({exc}).") from None
-        expected = (entry["count"], manifest["size"], manifest["size"], manifest["channels"])
+        stored_channels = manifest["channels"] * (2 if manifest.get("pairs", False) else 1)
+        expected = (entry["count"], manifest["size"], manifest["size"], stored_channels)
         size = images_path.stat().st_size - shard.offset
         if (shard.count, *shard.image_shape) != expected or size != shard.count * int(np.prod(shard.image_shape)):
             raise DataError(f"{images_path}: holds {(shard.count, *shard.image_shape)} ({size} bytes), "

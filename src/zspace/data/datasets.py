@@ -23,6 +23,7 @@ __all__ = [
     "check_input_shape",
     "train_validation_split",
     "SplitData",
+    "check_task_data",
 ]
 
 # File names Keras caches under ~/.keras/datasets/<name>/ (and the original distribution's).
@@ -59,6 +60,9 @@ class Dataset:
         attribute_names: names of binary attributes (CelebA's 40), or ().
         a_train, a_test: int8 (N, A) attributes (+1 / -1, 0 unknown), or None.
         label_names: the name of each label value (``label_names[y]``), or () when unknown.
+        t_train, t_test: the target images of an input/target pairs dataset (``zspace prepare
+            pairs``), aligned with ``x_train`` / ``x_test``, which then hold the inputs; None
+            otherwise (the target of an image is the image, or derived from it by the task).
 
     Raises:
         DataError: float images holding NaN or inf (they would stop training at its first step).
@@ -74,11 +78,27 @@ class Dataset:
     a_train: np.ndarray | None = None
     a_test: np.ndarray | None = None
     label_names: tuple[str, ...] = ()
+    t_train: np.ndarray | ShardedImages | None = None
+    t_test: np.ndarray | ShardedImages | None = None
 
     def __post_init__(self):
-        for split, images in (("x_train", self.x_train), ("x_test", self.x_test)):
+        for split, images in (("x_train", self.x_train), ("x_test", self.x_test), ("t_train", self.t_train),
+                              ("t_test", self.t_test)):
             if isinstance(images, np.ndarray):  # a cache's ShardedImages are uint8 on disk: always finite
                 check_finite(images, f"dataset {self.name!r} ({self.source}) {split}")
+        pairs = self.t_train is not None
+        for inputs, targets, split in ((self.x_train, self.t_train, "train"), (self.x_test, self.t_test, "test")):
+            inputs_shape = None if inputs is None else tuple(inputs.shape)
+            targets_shape = None if targets is None else tuple(targets.shape)
+            if (pairs and inputs is not None) != (targets is not None) or (targets is not None
+                                                                          and targets_shape != inputs_shape):
+                raise DataError(f"dataset {self.name!r} ({self.source}): the {split} targets must match the inputs "
+                                f"image for image (inputs {inputs_shape}); found targets {targets_shape}.")
+
+    @property
+    def is_pairs(self) -> bool:
+        """Whether the dataset holds input/target pairs (``x_*`` inputs, ``t_*`` targets)."""
+        return self.t_train is not None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -92,7 +112,7 @@ class Dataset:
         Keras' TensorFlow ``fit`` keeps its :class:`~zspace.training.EpochBatches` (and so
         the images) referenced after it returns.
         """
-        for images in (self.x_train, self.x_test):
+        for images in (self.x_train, self.x_test, self.t_train, self.t_test):
             if isinstance(images, ShardedImages):
                 images.close()
 
@@ -270,14 +290,21 @@ def _load_cache(folder: Path) -> Dataset:
                         f"(it has {int(train.sum())} and {int(valid.sum())}).")
     has_labels = bool((cache.labels >= 0).any())
     has_attributes = cache.attributes.shape[1] > 0
+    channels = cache.channels
+    # a pairs cache stores input channels then target channels: two views of the same shards
+    inputs = cache.images.channel_view(0, channels) if cache.is_pairs else cache.images
+    targets = cache.images.channel_view(channels, 2 * channels) if cache.is_pairs else None
+    train_idx, valid_idx = np.flatnonzero(train), np.flatnonzero(valid)
     return Dataset(
         name=folder.name, source=str(folder),
-        x_train=cache.images.select(np.flatnonzero(train)), y_train=cache.labels[train] if has_labels else None,
-        x_test=cache.images.select(np.flatnonzero(valid)), y_test=cache.labels[valid] if has_labels else None,
+        x_train=inputs.select(train_idx), y_train=cache.labels[train] if has_labels else None,
+        x_test=inputs.select(valid_idx), y_test=cache.labels[valid] if has_labels else None,
         attribute_names=tuple(cache.attribute_names),
         a_train=cache.attributes[train] if has_attributes else None,
         a_test=cache.attributes[valid] if has_attributes else None,
         label_names=tuple(cache.label_names) if has_labels else (),
+        t_train=None if targets is None else targets.select(train_idx),
+        t_test=None if targets is None else targets.select(valid_idx),
     )
 
 
@@ -389,7 +416,11 @@ def check_input_shape(dataset: Dataset, input_shape: tuple[int, ...]) -> None:
 
 
 class SplitData(NamedTuple):
-    """Training and validation images with their labels and attributes (None where absent)."""
+    """Training and validation images with their labels and attributes (None where absent).
+
+    ``t_train`` / ``t_val``: the targets of an input/target pairs dataset (``x_*`` are then the
+    inputs), None otherwise.
+    """
 
     x_train: np.ndarray | ShardedImages
     y_train: np.ndarray | None
@@ -397,6 +428,8 @@ class SplitData(NamedTuple):
     y_val: np.ndarray | None
     a_train: np.ndarray | None = None
     a_val: np.ndarray | None = None
+    t_train: np.ndarray | ShardedImages | None = None
+    t_val: np.ndarray | ShardedImages | None = None
 
 
 def _take(x, idx):
@@ -415,21 +448,34 @@ def train_validation_split(dataset: Dataset, validation_split: float, subset: in
     Images streamed from a cache stay on disk (views, not copies).
     """
     rng = np.random.default_rng(seed)
-    x, y, a = dataset.x_train, dataset.y_train, dataset.a_train
+    x, y, a, t = dataset.x_train, dataset.y_train, dataset.a_train, dataset.t_train
     if dataset.x_test is not None:
-        x_val, y_val, a_val = dataset.x_test, dataset.y_test, dataset.a_test
+        x_val, y_val, a_val, t_val = dataset.x_test, dataset.y_test, dataset.a_test, dataset.t_test
     else:
         order = rng.permutation(len(x))
         n_val = max(1, int(round(validation_split * len(x))))
         if len(x) - n_val < 1:
             raise DataError(f"dataset {dataset.name!r} has too few images ({len(x)}) to split.")
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        x_val, y_val, a_val = _take(x, val_idx), _take(y, val_idx), _take(a, val_idx)
-        x, y, a = _take(x, train_idx), _take(y, train_idx), _take(a, train_idx)
+        x_val, y_val, a_val, t_val = (_take(v, val_idx) for v in (x, y, a, t))
+        x, y, a, t = (_take(v, train_idx) for v in (x, y, a, t))
     if subset and subset < len(x):
         n_val = max(1, min(len(x_val), int(round(subset * len(x_val) / len(x)))))
         train_idx = np.sort(rng.choice(len(x), subset, replace=False))
         val_idx = np.sort(rng.choice(len(x_val), n_val, replace=False))
-        x, y, a = _take(x, train_idx), _take(y, train_idx), _take(a, train_idx)
-        x_val, y_val, a_val = _take(x_val, val_idx), _take(y_val, val_idx), _take(a_val, val_idx)
-    return SplitData(x, y, x_val, y_val, a, a_val)
+        x, y, a, t = (_take(v, train_idx) for v in (x, y, a, t))
+        x_val, y_val, a_val, t_val = (_take(v, val_idx) for v in (x_val, y_val, a_val, t_val))
+    return SplitData(x, y, x_val, y_val, a, a_val, t, t_val)
+
+
+def check_task_data(dataset: Dataset, task: str) -> None:
+    """Raises DataError unless ``task`` and the dataset agree: ``task = "pairs"`` trains on an
+    input/target pairs dataset (``zspace prepare pairs``), and such a dataset only with it."""
+    if task == "pairs" and not dataset.is_pairs:
+        raise DataError(f'`task` = "pairs" needs a dataset of input/target pairs (a cache written by `zspace '
+                        f'prepare pairs`, dataset = "cache:DIR"); dataset {dataset.name!r} ({dataset.source}) '
+                        f'holds single images.')
+    if task != "pairs" and dataset.is_pairs:
+        raise DataError(f'dataset {dataset.name!r} ({dataset.source}) holds input/target pairs; set task = '
+                        f'"pairs" to train the model to map each input to its target (task = {task!r} has no '
+                        f'use for the targets).')

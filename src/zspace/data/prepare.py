@@ -13,6 +13,10 @@ after it, so a rerun keeps the finished shards and does only the rest, and remov
 temporaries a killed run left. The worker processes end with the preparing process, however
 it ends (SIGKILL included). One preparation at a time writes a cache folder (a lock file).
 A full disk stops the preparation with one line naming the folder; the finished shards stay.
+
+``prepare pairs`` reads ``input/`` and ``target/`` folders holding the same relative file names;
+each pair becomes one stored image of 6 channels (input RGB, then target RGB), both halves
+cropped and resized alike, so a pair is written, skipped as bad or resumed as one.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from zspace.data.idx import env_bytes
 from zspace.errors import CacheDirError, DataError, DiskFullError, ZspaceError
 from zspace.storage import TEMP_PREFIX, atomic_path, atomic_write_text
 
-__all__ = ["PrepareConfig", "PrepareResult", "prepare_celeba", "prepare_images", "load_image",
+__all__ = ["PrepareConfig", "PrepareResult", "prepare_celeba", "prepare_images", "prepare_pairs", "load_image",
            "read_celeba_attributes", "read_celeba_partition", "IMAGE_SUFFIXES", "ALPHA_BACKGROUND",
            "MAX_ANNOTATION_BYTES"]
 
@@ -158,8 +162,27 @@ def load_image(path: str, size: int, crop, max_pixels: int):
     return np.asarray(resized, dtype=np.uint8), ""
 
 
+def load_pair(input_path: str, target_path: str, size: int, crop, max_pixels: int):
+    """Returns (uint8 (size, size, 6) array: input RGB then target RGB, "", "") or (None, reason, bad path).
+
+    Both images are cropped and resized alike, so sources of different sizes still give a pair.
+    """
+    halves = []
+    for role, path in (("input", input_path), ("target", target_path)):
+        array, reason = load_image(path, size, crop, max_pixels)
+        if array is None:
+            return None, f"{role} of a pair: {reason}", path
+        halves.append(array)
+    return np.concatenate(halves, axis=-1), "", ""
+
+
 def _load_star(args):
-    return load_image(*args)
+    """A worker's job: ``(path, size, crop, max_pixels)`` of one image, or ``(input, target, ...)`` of a
+    pair -> (array, reason, path of the bad file)."""
+    if len(args) == 5:
+        return load_pair(*args)
+    array, reason = load_image(*args)
+    return array, reason, args[0]
 
 
 def _set_parent_death_signal(signum: int) -> bool:
@@ -305,6 +328,12 @@ class _Source:
     attribute_names: list[str]
     label_names: list[str]
     kind: str
+    target_paths: list[Path] | None = None  # prepare pairs: the target of paths[i] is target_paths[i]
+
+    @property
+    def stored_channels(self) -> int:
+        """Channels of one stored image: RGB, or input RGB + target RGB for pairs."""
+        return 3 if self.target_paths is None else 6
 
 
 # Part of every shard plan: a change of how pixels are decoded (2: 16-bit grey scaled, alpha
@@ -409,7 +438,7 @@ def _check_free_space(out: Path, source: _Source, config: PrepareConfig, chunks:
     that an earlier run left (they are replaced), plus room for one shard's temporary.
     """
     longest_name = max(len(n) for n in source.names)
-    per_image = config.size * config.size * 3 + 4 * longest_name + 17 + source.attributes.shape[1]
+    per_image = config.size * config.size * source.stored_channels + 4 * longest_name + 17 + source.attributes.shape[1]
     shard_bytes = [len(chunks[i]) * per_image + 4096 for i in to_write]  # + npy header, zip directory
     replaced = sum((out / f"shard-{i:05d}{suffix}").stat().st_size for i in to_write
                    for suffix in (".images.npy", ".meta.npz") if (out / f"shard-{i:05d}{suffix}").is_file())
@@ -476,7 +505,7 @@ def _prepare_locked(source: _Source, out: Path, config: PrepareConfig, src: Path
     manifest = {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "kind": source.kind, "source": str(src),
         "size": config.size, "channels": 3, "crop": list(config.crop) if config.crop else "center",
-        "shard_size": config.shard_size, "split_names": list(SPLITS),
+        "shard_size": config.shard_size, "split_names": list(SPLITS), "pairs": source.target_paths is not None,
         "attribute_names": source.attribute_names, "label_names": source.label_names,
         "shards": [], "complete": False,
     }
@@ -518,18 +547,18 @@ def _write_shards(source, out, config, src, chunks, plans, manifest, done, seen,
                 bad += [tuple(b) for b in done[plan]["bad"]]
                 reused += 1
                 continue
-            jobs = [(str(source.paths[i]), config.size, config.crop, config.max_pixels) for i in chunk]
             good, shard_bad, arrays = [], [], []
-            for i, (array, reason) in zip(chunk, run(jobs)):
+            for i, (array, reason, bad_path) in zip(chunk, run(_jobs(source, chunk, config))):
                 if array is None:
-                    shard_bad.append((str(source.paths[i]), reason))
-                    bar.write(f"[zspace prepare] skipped {source.paths[i]}: {reason}")
+                    shard_bad.append((bad_path, reason))
+                    bar.write(f"[zspace prepare] skipped {bad_path}: {reason}")
                 else:
                     good.append(i)
                     arrays.append(array)
                 bar.update(1)
             idx = np.asarray(good, dtype=np.int64)
-            images = np.stack(arrays) if arrays else np.zeros((0, config.size, config.size, 3), np.uint8)
+            images = (np.stack(arrays) if arrays
+                      else np.zeros((0, config.size, config.size, source.stored_channels), np.uint8))
             _write_shard(out, name, images, {
                 "files": np.asarray([source.names[i] for i in good], dtype=str),
                 "split": source.split[idx], "labels": source.labels[idx],
@@ -562,6 +591,14 @@ def _write_shards(source, out, config, src, chunks, plans, manifest, done, seen,
     _write_bad_report(out, bad)
     _write_manifest(out, manifest)
     return PrepareResult(out, manifest["n_images"], bad, reused, written)
+
+
+def _jobs(source: _Source, chunk: range, config: PrepareConfig) -> list[tuple]:
+    """The worker jobs of one shard (see :func:`_load_star`)."""
+    rest = (config.size, config.crop, config.max_pixels)
+    if source.target_paths is None:
+        return [(str(source.paths[i]), *rest) for i in chunk]
+    return [(str(source.paths[i]), str(source.target_paths[i]), *rest) for i in chunk]
 
 
 def _write_bad_report(out: Path, bad: list[tuple[str, str]]) -> None:
@@ -624,4 +661,56 @@ def prepare_images(src: str | Path, out: str | Path, config: PrepareConfig = Pre
     labels = np.array([label_of.get(r.parts[0], -1) if len(r.parts) > 1 else -1 for r in relative], np.int64)
     source = _Source(paths, [str(r) for r in relative], _seeded_split(len(paths), config), labels,
                      np.zeros((len(paths), 0), np.int8), [], label_names, "images")
+    return _prepare(source, Path(out), config, src)
+
+
+PAIR_FOLDERS = ("input", "target")
+_LISTED_NAMES = 3  # file names quoted in the one-line error about unmatched pairs
+
+
+def _unmatched(names: list[str], others: set[str], here: str, there: str) -> str:
+    """"2 files of input/ are missing from target/ (a.png, b.png)": the first few names only."""
+    missing = [n for n in names if n not in others]
+    listed = ", ".join(repr(n)[1:-1][:100] for n in missing[:_LISTED_NAMES])  # repr: no line breaks in names
+    more = f" and {len(missing) - _LISTED_NAMES} more" if len(missing) > _LISTED_NAMES else ""
+    return f"{len(missing)} file(s) of {here}/ are missing from {there}/ ({listed}{more})"
+
+
+def prepare_pairs(src: str | Path, out: str | Path, config: PrepareConfig = PrepareConfig()) -> PrepareResult:
+    """Prepares input/target pairs: ``src/input/NAME`` is the model's input for the target ``src/target/NAME``.
+
+    Both folders must hold the same relative file names (sub-folders allowed; the first sub-folder
+    names become labels, as :func:`prepare_images`). Each half is cropped and resized like
+    ``prepare images``; a pair with a bad half is skipped and listed (path of that half, reason).
+    Train with ``dataset = "cache:OUT"`` and ``task = "pairs"``.
+
+    Raises:
+        FileNotFoundError: no ``src``, or no ``input/`` or ``target/`` in it.
+        DataError: a name in one folder missing from the other (one line naming a few).
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder not found: {src}")
+    folders = [src / name for name in PAIR_FOLDERS]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{src}: no {folder.name}/ folder; `prepare pairs` reads {src}/input/NAME "
+                                    f"(what the model sees) and {src}/target/NAME (what it must give back).")
+    inputs, targets = ([str(p.relative_to(f)) for p in _image_files(f, recursive=True)] for f in folders)
+    input_set, target_set = set(inputs), set(targets)
+    if input_set != target_set:
+        problems = []
+        if input_set - target_set:
+            problems.append(_unmatched(inputs, target_set, "input", "target"))
+        if target_set - input_set:
+            problems.append(_unmatched(targets, input_set, "target", "input"))
+        raise DataError(f"{src}: input/ and target/ must hold the same file names; "
+                        f"{'; '.join(problems)}.")
+    relative = [Path(name) for name in inputs]
+    label_names = sorted({r.parts[0] for r in relative if len(r.parts) > 1})
+    label_of = {name: i for i, name in enumerate(label_names)}
+    labels = np.array([label_of.get(r.parts[0], -1) if len(r.parts) > 1 else -1 for r in relative], np.int64)
+    source = _Source([folders[0] / r for r in relative], inputs, _seeded_split(len(relative), config), labels,
+                     np.zeros((len(relative), 0), np.int8), [], label_names, "pairs",
+                     target_paths=[folders[1] / r for r in relative])
     return _prepare(source, Path(out), config, src)

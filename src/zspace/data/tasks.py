@@ -5,6 +5,8 @@
   ``drop_fraction`` of pixels set to 0; the target is the clean image.
 - ``recolor``: the input is the grayscale image (ITU-R 601 luma, repeated on 3 channels),
   the target the colour image.
+- ``pairs``: input and target are two stored images (``zspace prepare pairs``): the dataset's
+  images (``x``) are the inputs, its ``t`` images the targets; nothing is derived here.
 
 All functions are vectorised over the batch and take (N, H, W, C) float32 in [0, 1].
 """
@@ -43,8 +45,8 @@ def corrupt(images: np.ndarray, rng: np.random.Generator, noise_sigma: float, dr
 
 def task_transform(task: str, noise_sigma: float = 0.1, drop_fraction: float = 0.1
                    ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:
-    """The training-time input function of ``task`` (None for plain reconstruction)."""
-    if task == "reconstruct":
+    """The training-time input function of ``task`` (None: the inputs are the dataset's images)."""
+    if task in ("reconstruct", "pairs"):
         return None
     if task == "denoise":
         return lambda x, rng: corrupt(x, rng, noise_sigma, drop_fraction)
@@ -54,12 +56,14 @@ def task_transform(task: str, noise_sigma: float = 0.1, drop_fraction: float = 0
 
 
 def inference_inputs(images: np.ndarray, task: str) -> np.ndarray:
-    """Inputs for encoding / reconstructing at inference: grey for recolor, the images otherwise."""
+    """Inputs for encoding / reconstructing at inference: grey for recolor, the images otherwise
+    (for pairs the dataset's images are the inputs already)."""
     return to_grayscale(images) if task == "recolor" else images
 
 
 def example_inputs(images: np.ndarray, task: str, noise_sigma: float = 0.1, drop_fraction: float = 0.1,
                    seed: int = 0) -> np.ndarray | None:
-    """Model inputs for showing a task's examples (seeded noise for denoise); None for reconstruct."""
+    """Model inputs for showing a task's examples (seeded noise for denoise); None for reconstruct and pairs
+    (whose inputs are the stored images)."""
     transform = task_transform(task, noise_sigma, drop_fraction)
     return None if transform is None else transform(images, np.random.default_rng(seed))

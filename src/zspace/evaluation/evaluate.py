@@ -277,9 +277,11 @@ def _evaluate_locked(run: Run, c: EvaluationConfig) -> Evaluation:
     task = run.config.train.task
 
     with _timed(seconds, "reconstruction"):
-        targets = run.validation_images(max(n, n_samples))
+        images = run.validation_images(max(n, n_samples))  # what the model is given
+        # input/target pairs: the decoder is to give back the targets, not the stored (input) images
+        targets = images if run.split.t_val is None else np.asarray(run.split.t_val[:len(images)], np.float32)
         model = run.reset_noise()
-        codes = encode_images(model, targets[:n], task=task)  # one encoding for this part and the prior's
+        codes = encode_images(model, images[:n], task=task)  # one encoding for this part and the prior's
         reconstruction = reconstruction_quality(targets[:n], model.decode(codes["z"]),
                                                 run.config.model.reconstruction_loss)
     with _timed(seconds, "likelihood"):

@@ -223,6 +223,8 @@ def reconstruction_grid(run, n: int, seed: int = 0) -> Grid:
     run = Run.of(run)
     targets = run.validation_images(n)
     inputs = _task_inputs(run, targets, seed)
+    if run.split.t_val is not None:  # input/target pairs: the stored images are the inputs
+        inputs, targets = targets, np.asarray(run.split.t_val[:len(targets)], dtype=np.float32)
     pairs = reconstruction_pairs(run.reset_noise(), targets, cols=len(targets), inputs=inputs)
     names = ("original", "reconstruction") if inputs is None else ("input", "output", "target")
     return Grid(pairs, cols=len(targets), row_labels=names)

@@ -26,16 +26,20 @@ class EpochBatches(keras.utils.PyDataset):
         seed: shuffle seed; None keeps the stored order (validation).
         start_epoch, end_epoch: 0-based epoch range covered.
         transform: ``transform(targets, rng) -> inputs`` (denoise / recolor); None: inputs = targets.
+        targets: the target of each of ``images`` (input/target pairs; then ``images`` are the
+            inputs and ``transform`` must be None); None: the images are the targets.
         noise_seed: seed of the transform's random numbers, drawn per (epoch, batch) so that a
             resumed run sees the same noise.
     """
 
     def __init__(self, images, batch_size: int, seed: int | None = None, start_epoch: int = 0,
-                 end_epoch: int = 1, transform=None, noise_seed: int = 0):
+                 end_epoch: int = 1, transform=None, noise_seed: int = 0, targets=None):
         super().__init__(workers=1, use_multiprocessing=False)
         if end_epoch <= start_epoch:
             raise ValueError(f"end_epoch ({end_epoch}) must exceed start_epoch ({start_epoch}).")
-        self.images = images
+        if targets is not None and (len(targets) != len(images) or transform is not None):
+            raise ValueError("targets must pair with the images one to one, and exclude a transform.")
+        self.images, self.targets = images, targets
         self.transform, self.noise_seed = transform, noise_seed
         self.batch_size, self.seed = batch_size, seed
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
@@ -59,6 +63,8 @@ class EpochBatches(keras.utils.PyDataset):
         batch = self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
         # Sorted indices read memory (or disk) in order; the order inside a batch does not change its mean loss.
         targets = self.images[np.sort(batch)]
+        if self.targets is not None:  # input/target pairs: the images are the inputs
+            return targets, self.targets[np.sort(batch)]
         if self.transform is None:
             return targets, targets
         rng = np.random.default_rng([self.noise_seed, epoch, step])

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from zspace.config import RunConfig, TrainConfig
-from zspace.data import Dataset, inference_inputs, task_transform
+from zspace.data import Dataset, check_task_data, inference_inputs, task_transform
 from zspace.errors import RunError, TrainingDiverged
 from zspace.models import Autoencoder, build_model
 from zspace.models.saving import inspect_model_file, save_model
@@ -206,18 +206,20 @@ def new_model(config: RunConfig, steps_per_epoch: int) -> Autoencoder:
 
 
 def input_batches(images, train: TrainConfig, seed: int | None, start_epoch: int = 0, end_epoch: int = 1,
-                  noise_seed: int = 0):
-    """The (inputs, targets) batches ``zspace.train`` feeds to ``fit``.
+                  noise_seed: int = 0, targets=None):
+    """The (inputs, targets) batches ``zspace.train`` feeds to ``fit`` (``targets``: those of
+    input/target pairs, ``images`` being the inputs).
 
     In-memory arrays of the plain reconstruction task go through a tf.data pipeline on the
     TensorFlow backend (the same batches, gathered in-graph); everything else through
     :class:`EpochBatches`.
     """
     transform = task_transform(train.task, train.noise_sigma, train.drop_fraction)
-    if transform is None and isinstance(images, np.ndarray) and keras.backend.backend() == "tensorflow":
+    if (transform is None and targets is None and isinstance(images, np.ndarray)
+            and keras.backend.backend() == "tensorflow"):
         return epoch_dataset(images, train.batch_size, seed, start_epoch, end_epoch)
     return EpochBatches(images, train.batch_size, seed=seed, start_epoch=start_epoch, end_epoch=end_epoch,
-                        transform=transform, noise_seed=noise_seed)
+                        transform=transform, noise_seed=noise_seed, targets=targets)
 
 
 # Tags the monitor's draw of validation images: a random stream of the run's seed of its own.
@@ -274,11 +276,11 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monito
     callbacks += [*guards[1:], writer, EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards)]
     model.fit(
         input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,
-                      noise_seed=noise_seed),
+                      noise_seed=noise_seed, targets=run.split.t_train),
         steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
         shuffle=False,  # the batches are shuffled already; Keras would mix them across epochs
         # validation noise is the same every epoch (its own seed stream, epoch 0)
-        validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1),
+        validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1, targets=run.split.t_val),
         epochs=t.epochs,
         initial_epoch=start_epoch,
         callbacks=callbacks,
@@ -339,6 +341,7 @@ def _train_locked(run: Run, config: RunConfig) -> RunResult:
 def _train(run: Run, config: RunConfig) -> RunResult:
     t = config.train
     data, split = run.data, run.split
+    check_task_data(data, t.task)
     x_train, x_val = split.x_train, split.x_val
     steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
     model = new_model(config, steps_per_epoch)
