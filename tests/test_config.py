@@ -142,6 +142,8 @@ def test_override_errors():
         parse_overrides(["epochs"])
     with pytest.raises(ConfigError, match="`epochs` must be an integer. Received: epochs='many'"):
         RunConfig().with_overrides(parse_overrides(["epochs=many"]))
+    with pytest.raises(ConfigError, match=r"--set epochs given twice \(epochs=3 and epochs=4\)"):  # never the last one silently
+        parse_overrides(["epochs=3", "z_dim=2", "epochs = 4"])
 
 
 def test_step_decay_schedule():

@@ -504,6 +504,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects field=value. Received: {pair!r}")
+        if key in overrides:  # the later one would silently win
+            raise ConfigError(f"--set {key} given twice ({key}={toml_value(overrides[key])} and {key}={raw.strip()}); "
+                              f"give it once.")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
