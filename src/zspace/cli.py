@@ -294,6 +294,7 @@ def reconstruct_files(
     Each image is cropped and resized as `zspace prepare` does and converted to the run's channels; a
     recolor run is given its grey version, a denoise run a copy with the run's noise (seeded).
     """
+    from zspace.analysis.encoding import resolve_epsilon_scale
     from zspace.generation.modes import check_grid_path
     from zspace.generation.reconstruct import reconstruct_images, write_reconstructions
     from zspace.rundir import Run
@@ -303,6 +304,7 @@ def reconstruct_files(
         _check_output(out, "--out")
         box = _prepare_config(1, crop, 1, 0, 0.0, max_pixels).crop
         target = Run.open(run)
+        resolve_epsilon_scale(target, epsilon_scale, "--epsilon-scale")
         result = reconstruct_images(target, images, samples, epsilon_scale, seed, box, max_pixels)
         write_reconstructions(out, result, target.root)
         typer.echo(f"columns: {' | '.join(result.columns)}")

@@ -35,6 +35,7 @@ from zspace.generation.modes import (
     uniform_sweep_grid,
     write_grid,
 )
+from zspace.generation.reconstruct import Reconstructions, reconstruct_arrays, reconstruct_images, write_reconstructions
 from zspace.generation.samplers import GaussianMixtureSampler, SecondStageConfig, SecondStageVAESampler
 from zspace.generation.sharpen import sharpen
 
@@ -74,4 +75,8 @@ __all__ = [
     "interpolation_grid",
     "attribute_grid",
     "write_grid",
+    "Reconstructions",
+    "reconstruct_images",
+    "reconstruct_arrays",
+    "write_reconstructions",
 ]
