@@ -62,8 +62,10 @@ def epsilon_scaled(run, epsilon_scale: float | None, name: str = "epsilon_scale"
     if scale is None or epsilon_scale is None:
         yield scale
         return
+    from keras import ops
+
     model = run.model
-    saved = float(np.asarray(model.sampling_layer.epsilon_scale))
+    saved = float(ops.convert_to_numpy(model.sampling_layer.epsilon_scale))
     model.set_epsilon_scale(scale)
     try:
         yield scale
