@@ -38,7 +38,7 @@ def test_encode_writes_z_mu_logvar_labels(trained_run, tmp_path):
     result = runner.invoke(app, ["encode", str(trained_run), "--out", str(out)])
     assert result.exit_code == 0, result.output
     with np.load(out, allow_pickle=False) as data:
-        assert set(data.files) == {"z", "mu", "logvar", "labels", "split"}
+        assert set(data.files) == {"z", "mu", "logvar", "labels", "split", "epsilon_scale"}
         assert data["z"].shape == (1797, 3) and data["labels"].shape == (1797,)
         assert np.bincount(data["split"]).tolist() == [1617, 180]
 

@@ -131,6 +131,20 @@ def _check_output(path: Path, option: str, folder: bool = False) -> None:
         raise ConfigError(f"{option} {path}: the folder {ancestor} is not writable.")
 
 
+EpsilonScale = Annotated[float | None, typer.Option(
+    "--epsilon-scale", help="VAE only: z = mu + sigma * eps * F (0: z = mu, 2: twice the noise); default: the "
+                            "run's own scale (1 unless trained with another).")]
+
+
+def _note_epsilon_scale(run, scale: float | None, replaced: Path) -> None:
+    """Says that ``replaced`` now holds results at a scale other than the run's own (the default readers assume)."""
+    own = run.config.model.epsilon_scale
+    if scale is not None and scale != own:
+        typer.echo(f"note: computed at epsilon_scale {scale:g}, not the run's own {own:g}; this replaced "
+                   f"{replaced} (recorded there; `zspace report` shows it). Run again without --epsilon-scale "
+                   f"to go back.")
+
+
 ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="TOML run config.", exists=True, dir_okay=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by `zspace train`.", exists=True, file_okay=False)]
 
@@ -203,16 +217,19 @@ def encode(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz file.")],
     split: Annotated[Split, typer.Option(help="Which images of the run's dataset.")] = Split.all,
     batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH_SIZE)] = 256,
+    epsilon_scale: EpsilonScale = None,
 ) -> None:
-    """Encode the run's dataset: z (and mu, logvar for a VAE), labels, attributes and split per image."""
+    """Encode the run's dataset: z (and mu, logvar, epsilon_scale for a VAE), labels, attributes and split per image."""
     from zspace.analysis import encode_run_images, save_encoding
-    from zspace.analysis.encoding import check_encoding_path
+    from zspace.analysis.encoding import check_encoding_path, resolve_epsilon_scale
     from zspace.rundir import Run
 
     with _clear_errors():
         check_encoding_path(out)
+        target = Run.open(run)
+        resolve_epsilon_scale(target, epsilon_scale, "--epsilon-scale")  # before any output check or model load
         _check_output(out, "--out")
-        arrays = encode_run_images(Run.open(run), split.value, batch_size=batch_size).to_arrays()
+        arrays = encode_run_images(target, split.value, batch_size=batch_size, epsilon_scale=epsilon_scale).to_arrays()
         save_encoding(out, arrays)
         typer.echo(f"wrote {out}: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}")
 
@@ -223,9 +240,11 @@ def analyze(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Analysis TOML.", exists=True, dir_okay=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k_max=40.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset to encode instead of the run's (e.g. idx:DIR).")] = None,
+    epsilon_scale: EpsilonScale = None,
 ) -> None:
     """Encode the run's dataset and write its analysis (records and arrays) into the run directory."""
     from zspace.analysis import analyze_run
+    from zspace.analysis.encoding import resolve_epsilon_scale
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.data import load_dataset
     from zspace.rundir import Run
@@ -234,10 +253,12 @@ def analyze(
         base = AnalysisConfig.load(config) if config else AnalysisConfig()
         analysis_config = base.with_overrides(parse_overrides(set_ or []))
         target = Run.open(run, load_dataset(data) if data else None)
-        a = analyze_run(target, analysis_config)
+        resolve_epsilon_scale(target, epsilon_scale, "--epsilon-scale")
+        a = analyze_run(target, analysis_config, epsilon_scale=epsilon_scale)
         typer.echo(f"analysed {a.n_points} z-points of dimension {a.z_dim}: mean radius {a.radius.mean:.3f} "
                    f"(N(0, I): {a.radius.expected_normal:.3f}), active units {a.axes.active_units}; "
                    f"wrote {target.analysis_json}")
+        _note_epsilon_scale(target, a.run.epsilon_scale, target.analysis_json)
 
 
 @app.command()
@@ -245,8 +266,10 @@ def evaluate(
     run: RunDir,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Evaluation TOML.", exists=True, dir_okay=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k=100.")] = None,
+    epsilon_scale: EpsilonScale = None,
 ) -> None:
     """Reconstruction, likelihood (VAE), prior holes and sample quality per sampler, written to evaluation.json."""
+    from zspace.analysis.encoding import resolve_epsilon_scale
     from zspace.config import parse_overrides
     from zspace.evaluation.evaluate import EvaluationConfig, evaluate as evaluate_run
     from zspace.rundir import Run
@@ -254,7 +277,8 @@ def evaluate(
     with _clear_errors():
         base = EvaluationConfig.load(config) if config else EvaluationConfig()
         target = Run.open(run)
-        e = evaluate_run(target, base.with_overrides(parse_overrides(set_ or [])))
+        resolve_epsilon_scale(target, epsilon_scale, "--epsilon-scale")
+        e = evaluate_run(target, base.with_overrides(parse_overrides(set_ or [])), epsilon_scale=epsilon_scale)
         r, s = e.reconstruction, e.prior.surgery
         nll = (f"NLL {e.likelihood.nll:.3f} nats (ELBO {e.likelihood.elbo:.3f}, K={e.likelihood.k})" if e.likelihood
                else "no likelihood (an AE has none)")
@@ -269,6 +293,7 @@ def evaluate(
         for note in e.notes:
             typer.echo(f"note: {note}")
         typer.echo(f"wrote {target.evaluation_json}")
+        _note_epsilon_scale(target, e.epsilon_scale, target.evaluation_json)
 
 
 @app.command()
@@ -301,17 +326,25 @@ def generate(
     cell: Annotated[int, typer.Option(min=1, help="Smallest cell height in pixels (small images are enlarged, "
                                                   "nearest neighbour).")] = 64,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
+    epsilon_scale: Annotated[float | None, typer.Option(
+        "--epsilon-scale", help="VAE, --reconstruct and --dist gmm: z = mu + sigma * eps * F for the "
+                                "reconstructions / the mixture's training z-points (default: the run's own).")] = None,
 ) -> None:
     """Decode random z-points (or reconstructions, an interpolation, a latent grid) and save a labelled image grid."""
     from zspace import generation as g
+    from zspace.analysis.encoding import epsilon_scaled
+    from zspace.generation.reconstruct import tag_png
     from zspace.rundir import Run
 
-    with _clear_errors():
+    with _clear_errors(), contextlib.ExitStack() as scaled:
         if sum(bool(v) for v in (reconstruct, interpolate, attribute)) > 1:
             raise ConfigError("--reconstruct, --interpolate and --attribute exclude each other.")
         mode = ("attribute" if attribute else "reconstruct" if reconstruct else "interpolate" if interpolate
                 else dist.value)
         g.check_generate_options(mode, limit, strength, axes, pca, center)
+        if epsilon_scale is not None and mode not in ("reconstruct", "gmm"):
+            raise ConfigError("--epsilon-scale changes only --reconstruct and --dist gmm grids (the other modes "
+                              "decode mu or draws from a fixed distribution, with no sampling noise to scale).")
         limits = g.check_limits(limit or [1.0])
         strengths = g.check_strengths(strength or g.DEFAULT_STRENGTHS)
         factors = g.check_sharpen(sharpen)
@@ -322,6 +355,7 @@ def generate(
         _check_output(out, "--out")
         r = Run.open(run)
         g.check_grid_pixels(n * rows * max(1, len(factors)), r.config.model.input_shape, cell)
+        scale = scaled.enter_context(epsilon_scaled(r, epsilon_scale, "--epsilon-scale"))
         if attribute:
             grid = g.attribute_grid(r, attribute, n, strengths)
         elif reconstruct:
@@ -338,7 +372,45 @@ def generate(
             grid = g.sample_grid(r, n, dist.value, limits[0], seed)
         grid = g.with_cols(grid, cols)
         for path in g.write_grid(out, g.sharpen_series(grid, factors) if factors else grid, cell=cell):
+            tag_png(path, {"zspace:epsilon_scale": f"{scale:g}"} if epsilon_scale is not None else {})
             typer.echo(f"wrote {path}")
+
+
+@app.command("reconstruct")
+def reconstruct_files(
+    run: RunDir,
+    images: Annotated[list[Path], typer.Argument(help="JPEG / PNG files.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG grid.")],
+    samples: Annotated[int | None, typer.Option(min=0, help="VAE: decodes of z = mu + sigma * eps around mu per "
+                                                            "image (default 4; an AE has none).")] = None,
+    epsilon_scale: EpsilonScale = None,
+    crop: Annotated[str | None, typer.Option(help="Crop box LEFT,TOP,RIGHT,BOTTOM in source pixels (default: "
+                                                  "centre square), as `zspace prepare`.")] = None,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Larger images are refused as decompression bombs.")]
+    = 40_000_000,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of eps (and of a denoise run's input "
+                                                                "noise).")] = 0,
+) -> None:
+    """Your own images through the run's model: one row each of original, (input,) reconstruction, samples.
+
+    Each image is cropped and resized as `zspace prepare` does and converted to the run's channels; a
+    recolor run is given its grey version, a denoise run a copy with the run's noise (seeded).
+    """
+    from zspace.analysis.encoding import resolve_epsilon_scale
+    from zspace.generation.modes import check_grid_path
+    from zspace.generation.reconstruct import reconstruct_images, write_reconstructions
+    from zspace.rundir import Run
+
+    with _clear_errors():
+        check_grid_path(out)
+        _check_output(out, "--out")
+        box = _prepare_config(1, crop, 1, 0, 0.0, max_pixels).crop
+        target = Run.open(run)
+        resolve_epsilon_scale(target, epsilon_scale, "--epsilon-scale")
+        result = reconstruct_images(target, images, samples, epsilon_scale, seed, box, max_pixels)
+        write_reconstructions(out, result, target.root)
+        typer.echo(f"columns: {' | '.join(result.columns)}")
+        typer.echo(f"wrote {out}: {len(result.names)} image(s) through {target.root} ({result.task})")
 
 
 def _collect(runs: list[Path], set_: list[str] | None, sharpen: float | None):
@@ -509,7 +581,8 @@ _add_prepare_command("pairs", "Input/target pairs: SRC/input/NAME and SRC/target
 _STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
                             r"STDERR|I0000 00:00:\d+\.\d+ +\d+ port\.cc:\d+\] oneDNN custom operations are on)")
 # Commands that run a model: they load Keras (and the backend) anyway.
-_KERAS_COMMANDS = {"train", "encode", "analyze", "evaluate", "generate", "compare", "report", "demo", "sweep"}
+_KERAS_COMMANDS = {"train", "encode", "analyze", "evaluate", "generate", "reconstruct", "compare", "report", "demo",
+                   "sweep"}
 
 
 @contextlib.contextmanager

@@ -120,24 +120,27 @@ def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = Analysi
     )
 
 
-def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig(), save: bool = True) -> Analysis:
+def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig(), save: bool = True,
+                epsilon_scale: float | None = None) -> Analysis:
     """Encodes the run's images (``config.split``), analyses them and saves the result in the run.
 
     Args:
         run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
         save: False leaves the run directory untouched (a report only reads its runs).
+        epsilon_scale: VAE: z = mu + sigma * eps * epsilon_scale; None = the run's own. Recorded as
+            ``run.epsilon_scale``; a saved analysis at another scale REPLACES the run's analysis.
     """
     run = Run.of(run)
     if not save:  # reads only: no lock, nothing written (a report of a read-only run)
-        return _analyze(run, config, save=False)
+        return _analyze(run, config, save=False, epsilon_scale=epsilon_scale)
     with run.lock("analyze"):
-        return _analyze(run, config, save=True)
+        return _analyze(run, config, save=True, epsilon_scale=epsilon_scale)
 
 
-def _analyze(run: Run, config: AnalysisConfig, save: bool) -> Analysis:
+def _analyze(run: Run, config: AnalysisConfig, save: bool, epsilon_scale: float | None = None) -> Analysis:
     check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
     start = time.perf_counter()
-    encoded = encode_run_images(run, config.split, config.batch_size)
+    encoded = encode_run_images(run, config.split, config.batch_size, epsilon_scale)
     encode_seconds = round(time.perf_counter() - start, 3)
     analysis = analyze_codes(encoded.codes, config, encoded.labels, encoded.attributes, encoded.attribute_names,
                              run.data.label_names)
@@ -145,7 +148,7 @@ def _analyze(run: Run, config: AnalysisConfig, save: bool) -> Analysis:
     analysis = replace(analysis, arrays={**analysis.arrays, "split": encoded.split},
                        seconds={**analysis.seconds, "encode": encode_seconds},
                        run=RunInfo(str(run.root), run.data.name,
-                                   model.kl_factor if model.kind == "vae" else 0.0))
+                                   model.kl_factor if model.kind == "vae" else 0.0, encoded.epsilon_scale))
     if save:
         run.save_analysis(analysis)
     return analysis

@@ -44,11 +44,16 @@ class AttributeSummary(Record):
 
 @dataclass(frozen=True)
 class RunInfo(Record):
-    """The analysed run: its directory, dataset and KL weight (0 for an AE)."""
+    """The analysed run: its directory, dataset and KL weight (0 for an AE).
+
+    ``epsilon_scale``: the VAE's z = mu + sigma * eps * epsilon_scale of the analysed z-points; None for
+    an AE, and in analyses written before zspace recorded it (they used the run's own scale).
+    """
 
     dir: str
     dataset: str
     kl_factor: float
+    epsilon_scale: float | None = None
 
 
 @dataclass(frozen=True)

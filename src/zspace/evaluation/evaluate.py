@@ -143,6 +143,9 @@ class Evaluation(Record):
         samplers: what each sampler is ("gmm": "Gaussian mixture, 8 full components (BIC)", ...).
         notes: what was left out and why (an AE's likelihood, Inception weights not on the machine).
         seconds: wall time of each part.
+        epsilon_scale: the VAE's z = mu + sigma * eps * epsilon_scale of the reconstructions and the
+            samplers' training z-points; None for an AE, and in evaluations written before zspace
+            recorded it (they used the run's own scale).
     """
 
     config: EvaluationConfig
@@ -155,6 +158,7 @@ class Evaluation(Record):
     features: dict[str, FeatureSpace] = dataclasses.field(default_factory=dict)
     samplers: dict[str, str] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    epsilon_scale: float | None = None
 
     def sample(self, sampler: str, features: str | None = None) -> SampleQuality | None:
         """The numbers of one sampler (in the first feature space if ``features`` is None), or None."""
@@ -255,18 +259,39 @@ def _sample_quality(model, extractors: list, real_images: np.ndarray, latent: di
     return records
 
 
-def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig()) -> Evaluation:
-    """Evaluates a run on its validation images and saves the result (evaluation.json) in the run."""
+def evaluate(run: Run | str | Path, config: EvaluationConfig = EvaluationConfig(),
+             epsilon_scale: float | None = None) -> Evaluation:
+    """Evaluates a run on its validation images and saves the result (evaluation.json) in the run.
+
+    Args:
+        epsilon_scale: VAE: z = mu + sigma * eps * epsilon_scale in the reconstructions and the z-points
+            the gmm / second-stage samplers are fitted to (NLL, ELBO and the prior numbers use mu and
+            logvar: the scale does not change them); None = the run's own. Recorded in the evaluation,
+            which REPLACES the run's evaluation.json whatever the scale (a note says so).
+    """
+    from zspace.analysis.encoding import epsilon_scaled, resolve_epsilon_scale
+
     run = Run.of(run)
-    with run.lock("evaluate"):
-        return _evaluate_locked(run, config)
+    resolve_epsilon_scale(run, epsilon_scale)  # a bad scale fails before the lock is taken
+    with run.lock("evaluate"), epsilon_scaled(run, epsilon_scale) as scale:
+        return _evaluate_locked(run, config, scale)
 
 
-def _evaluate_locked(run: Run, c: EvaluationConfig) -> Evaluation:
+def _scale_note(run: Run, scale: float | None) -> list[str]:
+    """A note when the evaluation's epsilon_scale is not the run's own (so it is never read as the default)."""
+    own = run.config.model.epsilon_scale
+    if scale is None or scale == own:
+        return []
+    return [f"epsilon_scale: z = mu + sigma * eps * {scale:g} (the run's own scale is {own:g}) in the "
+            f"reconstruction and the gmm / second-stage fits; NLL, ELBO and the prior numbers use mu and logvar "
+            f"and do not depend on it."]
+
+
+def _evaluate_locked(run: Run, c: EvaluationConfig, scale: float | None = None) -> Evaluation:
     from zspace.analysis.encoding import encode_images
 
     seconds: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = _scale_note(run, scale)
     n_val = len(run.split.x_val)
     if n_val < _MIN_IMAGES:
         raise RunError(f"{run.root}: evaluate needs at least {_MIN_IMAGES} validation images (the hole fraction's "
@@ -316,6 +341,6 @@ def _evaluate_locked(run: Run, c: EvaluationConfig) -> Evaluation:
         notes += [f"samples: {n_samples} images for {space.dim} {space.label} features: the covariances are rank-"
                   f"deficient and FD / KID biased; compare them only at equal image counts." for space in small]
     evaluation = Evaluation(c, run.config.model.kind, reconstruction, prior, seconds, likelihood, tuple(samples),
-                            {e.space.label: e.space for e in extractors}, about, tuple(notes))
+                            {e.space.label: e.space for e in extractors}, about, tuple(notes), scale)
     run.save_evaluation(evaluation)
     return evaluation

@@ -51,6 +51,7 @@ from zspace.generation.modes import (
     with_cols,
     write_grid,
 )
+from zspace.generation.reconstruct import Reconstructions, reconstruct_arrays, reconstruct_images, write_reconstructions
 from zspace.generation.samplers import GaussianMixtureSampler, SecondStageConfig, SecondStageVAESampler
 from zspace.generation.sharpen import sharpen
 
@@ -102,4 +103,8 @@ __all__ = [
     "interpolation_grid",
     "attribute_grid",
     "write_grid",
+    "Reconstructions",
+    "reconstruct_images",
+    "reconstruct_arrays",
+    "write_reconstructions",
 ]

@@ -168,6 +168,14 @@ def _reco_scales(last: dict[str, float], model, prefix: str) -> dict[str, float]
     return {per_image: reco, per_pixel: reco / n}
 
 
+def _epsilon_scale(run: RunReport, recorded: float | None) -> str:
+    """The scale of eps in z = mu + sigma * eps * scale behind an analysis / evaluation: "-" for an AE; a VAE's
+    files from before zspace recorded it used the run's own."""
+    if not run.is_vae:
+        return "-"
+    return _f(recorded if recorded is not None else run.config.model.epsilon_scale)
+
+
 def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     """{title: (headers, rows)} of final losses, radius, axes, clustering and VAE internals."""
     runs = label_runs(runs)
@@ -189,9 +197,11 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
     for r in runs:
         rad = r.analysis.radius
         rows.append([r.name, _f(rad.mean), _f(rad.median), _f(rad.mode), _f(rad.std),
-                     _f(rad.shell_50), _f(rad.shell_95), _f(rad.expected_normal), str(rad.above)])
+                     _f(rad.shell_50), _f(rad.shell_95), _f(rad.expected_normal), str(rad.above),
+                     _epsilon_scale(r, r.analysis.run.epsilon_scale if r.analysis.run else None)])
     tables["Radius of the z-points"] = (
-        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E||N(0,I)||", "beyond range"], rows)
+        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E||N(0,I)||", "beyond range",
+         "eps scale"], rows)
     rows = []
     for r in runs:
         ax = r.analysis.axes
@@ -227,10 +237,11 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
             rows.append([r.name, _f(lik.nll) if lik else "-", _f(lik.elbo) if lik else "-",
                          _f(lik.bits_per_dim) if lik else "-", _f(surgery.mutual_information),
                          _f(surgery.marginal_kl), _f(holes["normal"]), _f(holes["gmm"]) if "gmm" in holes else "-",
-                         _f(reco.loss_per_image), _f(reco.psnr), _f(reco.ssim)])
+                         _f(reco.loss_per_image), _f(reco.psnr), _f(reco.ssim), _epsilon_scale(r, e.epsilon_scale)])
     if rows:
         tables["Evaluation"] = (["run", "NLL (nats)", "ELBO", "bits/dim", "I(x;z)", "marginal KL",
-                                 "holes under N(0,I)", "holes under GMM", "reco loss / image", "PSNR (dB)", "SSIM"],
+                                 "holes under N(0,I)", "holes under GMM", "reco loss / image", "PSNR (dB)", "SSIM",
+                                 "eps scale"],
                                 rows)
     for label in dict.fromkeys(q.features for r in runs if r.evaluation for q in r.evaluation.samples):
         rows = [[r.name, q.sampler, _f(q.fd), f"{_f(q.kid)} ± {_f(q.kid_std)}", _f(q.precision), _f(q.recall),
