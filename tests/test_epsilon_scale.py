@@ -14,7 +14,7 @@ from zspace.cli import app
 from zspace.config import AnalysisConfig
 from zspace.errors import ConfigError
 from zspace.evaluation.evaluate import EvaluationConfig, evaluate
-from zspace.generation import image_grid
+from zspace.generation import labelled_grid
 from zspace.report.build import RunReport, comparison_tables
 from zspace.training import train
 
@@ -135,7 +135,8 @@ def test_generate_reconstructs_through_mu_at_scale_zero_and_tags_the_png(runs, t
     expected = np.concatenate([targets, vae.model.decode(vae.model.encode(targets)["mu"])])
     with Image.open(out) as png:
         assert png.text["zspace:epsilon_scale"] == "0"
-        np.testing.assert_array_equal(np.asarray(png), image_grid(expected, cols=5)[..., 0])
+        np.testing.assert_array_equal(np.asarray(png), labelled_grid(
+            expected, cols=5, row_labels=["original", "reconstruction"])[..., 0])
 
 
 def test_generate_refuses_a_scale_where_it_changes_nothing(runs, tmp_path):

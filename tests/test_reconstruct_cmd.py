@@ -12,7 +12,7 @@ from zspace.config import RunConfig, TrainConfig
 from zspace.data import Dataset
 from zspace.data.prepare import load_image
 from zspace.errors import ConfigError, DataError
-from zspace.generation import image_grid
+from zspace.generation import labelled_grid
 from zspace.generation.reconstruct import DEFAULT_SAMPLES, load_images, reconstruct_arrays, reconstruct_images
 from zspace.training import train
 
@@ -111,7 +111,10 @@ def test_the_command_writes_the_grid_with_what_it_shows(runs, files, tmp_path):
     assert "columns: original | decode(mu) | decode(mu + sigma * eps_0 * 1)" in result.output
     expected = reconstruct_images(runs[1], files, samples=2, seed=3).grid()
     with Image.open(out) as png:
-        np.testing.assert_array_equal(np.asarray(png), image_grid(expected.images, expected.cols)[..., 0])
+        assert expected.row_labels == tuple(p.name for p in files)
+        assert expected.col_labels == ("original", "mu", "sample 1", "sample 2")
+        np.testing.assert_array_equal(np.asarray(png), labelled_grid(
+            expected.images, expected.cols, expected.row_labels, expected.col_labels)[..., 0])
         assert png.text["zspace:files"].splitlines() == [p.name for p in files]
         assert png.text["zspace:epsilon_scale"] == "1" and png.text["zspace:seed"] == "3"
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from zspace.errors import ConfigError, DataError
-from zspace.generation.grid import image_grid
+from zspace.generation.grid import DEFAULT_CELL, labelled_grid
 from zspace.generation.modes import MAX_GRID_IMAGES, Grid
 from zspace.storage import atomic_write_bytes
 
@@ -79,7 +79,20 @@ class Reconstructions:
             parts.append(self.inputs[:, None])
         parts += [self.reconstructions[:, None], self.samples]
         rows = np.concatenate(parts, axis=1)
-        return Grid(rows.reshape(-1, *rows.shape[2:]), cols=rows.shape[1])
+        return Grid(rows.reshape(-1, *rows.shape[2:]), cols=rows.shape[1], row_labels=tuple(map(_short, self.names)),
+                    col_labels=self.short_columns)
+
+    @property
+    def short_columns(self) -> tuple[str, ...]:
+        """:attr:`columns` short enough to print under a grid cell."""
+        shown_input = {"recolor": ("grey in",), "denoise": ("noisy in",)}.get(self.task, ())
+        decoded = "mu" if self.epsilon_scale is not None else "output"
+        return ("original", *shown_input, decoded, *(f"sample {k + 1}" for k in range(self.samples.shape[1])))
+
+
+def _short(name: str, most: int = 24) -> str:
+    """A file name cut to ``most`` characters for a row label (start and end kept)."""
+    return name if len(name) <= most else f"{name[:most // 2 - 2]}...{name[-(most // 2 - 1):]}"
 
 
 def _to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
@@ -216,8 +229,10 @@ def _png(picture: np.ndarray, text: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def write_reconstructions(path: str | Path, result: Reconstructions, run_dir: str | Path | None = None) -> Path:
-    """Writes ``result.grid()`` as a PNG (atomically) whose text chunks say what it shows.
+def write_reconstructions(path: str | Path, result: Reconstructions, run_dir: str | Path | None = None,
+                          cell: int = DEFAULT_CELL) -> Path:
+    """Writes ``result.grid()`` as a PNG (atomically; cells at least ``cell`` pixels, labelled rows and
+    columns) whose text chunks say what it shows.
 
     The chunks: ``zspace:columns`` (one per line), ``zspace:files``, ``zspace:task``, ``zspace:seed``,
     ``zspace:epsilon_scale`` (VAE) and ``zspace:run`` (when ``run_dir`` is given).
@@ -232,7 +247,8 @@ def write_reconstructions(path: str | Path, result: Reconstructions, run_dir: st
         text["zspace:epsilon_scale"] = f"{result.epsilon_scale:g}"
     if run_dir is not None:
         text["zspace:run"] = str(run_dir)
-    atomic_write_bytes(path, _png(image_grid(grid.images, grid.cols), text))
+    atomic_write_bytes(path, _png(labelled_grid(grid.images, grid.cols, grid.row_labels, grid.col_labels,
+                                                min_tile=cell), text))
     return path
 
 
