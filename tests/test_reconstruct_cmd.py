@@ -112,7 +112,7 @@ def test_the_command_writes_the_grid_with_what_it_shows(runs, files, tmp_path):
     expected = reconstruct_images(runs[1], files, samples=2, seed=3).grid()
     with Image.open(out) as png:
         assert expected.row_labels == tuple(p.name for p in files)
-        assert expected.col_labels == ("original", "mu", "sample 1", "sample 2")
+        assert expected.col_labels == ("original", "mu", "z #1", "z #2")
         np.testing.assert_array_equal(np.asarray(png), labelled_grid(
             expected.images, expected.cols, expected.row_labels, expected.col_labels)[..., 0])
         assert png.text["zspace:files"].splitlines() == [p.name for p in files]

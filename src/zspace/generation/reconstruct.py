@@ -87,7 +87,7 @@ class Reconstructions:
         """:attr:`columns` short enough to print under a grid cell."""
         shown_input = {"recolor": ("grey in",), "denoise": ("noisy in",)}.get(self.task, ())
         decoded = "mu" if self.epsilon_scale is not None else "output"
-        return ("original", *shown_input, decoded, *(f"sample {k + 1}" for k in range(self.samples.shape[1])))
+        return ("original", *shown_input, decoded, *(f"z #{k + 1}" for k in range(self.samples.shape[1])))
 
 
 def _short(name: str, most: int = 24) -> str:
