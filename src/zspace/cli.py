@@ -140,6 +140,7 @@ def analyze(
 ) -> None:
     """Encode the run's dataset and write its analysis (records and arrays) into the run directory."""
     from zspace.analysis import analyze_run
+    from zspace.analysis.tables import format_radius_table
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.data import load_dataset
     from zspace.rundir import Run
@@ -152,6 +153,9 @@ def analyze(
         typer.echo(f"analysed {a.n_points} z-points of dimension {a.z_dim}: mean radius {a.radius.mean:.3f} "
                    f"(N(0, I): {a.radius.expected_normal:.3f}), active units {a.axes.active_units}; "
                    f"wrote {target.analysis_json}")
+        typer.echo(format_radius_table(a))
+        for note in a.notes:
+            typer.echo(f"note: {note}")
 
 
 @app.command()
