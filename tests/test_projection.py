@@ -145,6 +145,7 @@ def test_a_second_analysis_keeps_the_first_ones_other_settings():
     assert [t.perplexity for t in merged.tsne] == [15, 5] and "kept 1 t-SNE" in merged.notes[0]
     kept = first.tsne[0]
     np.testing.assert_array_equal(merged.embedding(kept.name)[1], first.embedding(kept.name)[1])
+    assert merged.seconds[kept.name] == first.seconds[kept.name]  # its timing stays with it
     merged.check_arrays()
     assert with_previous_tsne(first, first).tsne == first.tsne  # recomputed settings replace, never duplicate
     # other z-points (a retrained model): the old embeddings are not of these points

@@ -210,11 +210,13 @@ def with_previous_tsne(analysis: Analysis, previous: Analysis) -> Analysis:
     oldest are dropped. Each thing done (or not) is said in ``notes``.
     """
     computed = {t.name for t in analysis.tsne}
-    previous_arrays = {}
+    previous_arrays, previous_seconds = {}, {}
     for t in previous.tsne:  # fits of older analyses get the full names of what they were
         full = _spelled_out(t, previous.config.seed)
         for part in ("indices", "embedding"):
             previous_arrays[f"{full.name}_{part}"] = previous.arrays[f"{t.name}_{part}"]
+        if t.name in previous.seconds:
+            previous_seconds[full.name] = previous.seconds[t.name]
     old = list({f.name: f for f in (_spelled_out(t, previous.config.seed) for t in previous.tsne)
                 if f.name not in computed}.values())
     if not old:
@@ -234,7 +236,9 @@ def with_previous_tsne(analysis: Analysis, previous: Analysis) -> Analysis:
     if dropped:
         notes.append(f"dropped the {len(dropped)} oldest t-SNE embedding(s): an analysis holds at most "
                      f"{MAX_KEPT_TSNE_FITS}")
-    return replace(analysis, tsne=(*kept, *analysis.tsne), arrays=arrays, notes=(*analysis.notes, *notes))
+    seconds = {**{t.name: previous_seconds[t.name] for t in kept if t.name in previous_seconds}, **analysis.seconds}
+    return replace(analysis, tsne=(*kept, *analysis.tsne), arrays=arrays, seconds=seconds,
+                   notes=(*analysis.notes, *notes))
 
 
 def load_analysis(run: Run | str | Path) -> Analysis:
