@@ -171,3 +171,12 @@ def test_fits_of_older_analyses_get_their_full_names_and_the_total_is_bounded():
                                  for t in many for part in ("indices", "embedding")}}
     full = with_previous_tsne(first, replace(first, tsne=many, arrays=arrays))
     assert len(full.tsne) == MAX_KEPT_TSNE_FITS and full.tsne[-1] == fit and "dropped the 4 oldest" in full.notes[1]
+
+
+def test_an_analysis_file_cannot_ask_for_thousands_of_tsne_panels():
+    codes, labels = _two_clusters()
+    a = analyze_codes(codes, AnalysisConfig(**TINY, tsne_sizes=(60,)), labels)
+    data = a.to_json()
+    data["tsne"] = data["tsne"] * (MAX_KEPT_TSNE_FITS + 1)  # one fit listed again and again: its arrays exist
+    with pytest.raises(ValueError, match="at most"):
+        Analysis.from_json(data, a.arrays)

@@ -362,12 +362,13 @@ class AnalysisConfig(Config):
               lambda c: f"a number or a list of as many entries as perplexity ({len(_as_tuple(c.perplexity))})"))
     tsne_backend: Literal["opentsne", "sklearn"] = _f(
         '"opentsne" (FFT-accelerated, fast on 20,000+ points) or "sklearn" (scikit-learn\'s TSNE, Barnes-Hut, '
-        "as the seed ran it; slower, every size at most 100,000).", "opentsne",
+        f"as the seed ran it; slower, every size at most {MAX_SKLEARN_TSNE_POINTS:,}).", "opentsne",
         Check(lambda v, c: v != "sklearn" or all(n <= MAX_SKLEARN_TSNE_POINTS for n in c.tsne_sizes),
               lambda c: f'"opentsne" for tsne_sizes above {MAX_SKLEARN_TSNE_POINTS:,} ({list(c.tsne_sizes)})'))
     tsne_n_iter: int | None = _f(
         "t-SNE iterations in all, the 250 early-exaggeration ones included (scikit-learn's max_iter), in "
-        "[251, 100,000]; none = the backend's default (openTSNE 750, scikit-learn 1,000).", None,
+        f"[{TSNE_EXAGGERATION_ITERATIONS + 1}, {MAX_TSNE_ITERATIONS:,}]; none = the backend's default (openTSNE "
+        "750, scikit-learn 1,000).", None,
         in_range(TSNE_EXAGGERATION_ITERATIONS + 1, MAX_TSNE_ITERATIONS,
                  expected=f"in [{TSNE_EXAGGERATION_ITERATIONS + 1}, {MAX_TSNE_ITERATIONS:,}] or none"))
     tsne_keep_previous: bool = _f(

@@ -9,7 +9,7 @@ import numpy as np
 
 from zspace.analysis.clustering import InertiaCurve
 from zspace.analysis.statistics import AxisStats, RadiusStats, VAEInternals
-from zspace.config import AnalysisConfig
+from zspace.config import MAX_KEPT_TSNE_FITS, AnalysisConfig
 from zspace.records import Record
 
 __all__ = ["Analysis", "PCASummary", "TSNESummary", "AttributeSummary", "RunInfo"]
@@ -125,6 +125,8 @@ class Analysis(Record):
             KeyError / TypeError / ValueError: a field or an array is missing or of the wrong type or shape.
         """
         record = super().from_json(data)
+        if len(record.tsne) > MAX_KEPT_TSNE_FITS:  # each is a figure panel: a file cannot ask for thousands
+            raise ValueError(f"`tsne` holds {len(record.tsne)} fits; an analysis holds at most {MAX_KEPT_TSNE_FITS}")
         if arrays is None:
             return record
         record = replace(record, arrays=dict(arrays))
