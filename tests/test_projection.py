@@ -180,3 +180,14 @@ def test_an_analysis_file_cannot_ask_for_thousands_of_tsne_panels():
     data["tsne"] = data["tsne"] * (MAX_KEPT_TSNE_FITS + 1)  # one fit listed again and again: its arrays exist
     with pytest.raises(ValueError, match="at most"):
         Analysis.from_json(data, a.arrays)
+
+
+def test_settings_panels_share_one_legend_of_every_class():
+    from zspace.report.plots import plot_embeddings
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(30, 2))
+    panels = [(points, np.zeros(30, int), "first"), (points, np.arange(30) % 3, "second")]  # class 2 only in one
+    fig = plot_embeddings(panels)  # unnamed integer labels (an IDX dataset): named by their numbers
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["0", "1", "2"]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["first", "second"]

@@ -164,11 +164,14 @@ def plot_embeddings(panels, label_names=(), title: str = "", columns: int = 4) -
     """
     columns = max(1, min(columns, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
+    largest = max((int(np.max(labels)) for _, labels, _ in panels if labels is not None and len(labels)), default=-1)
+    if not label_names and 0 <= largest < 20:  # unnamed classes (an IDX dataset): a legend of their numbers
+        label_names = tuple(str(i) for i in range(largest + 1))
     fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.9 * rows), squeeze=False)
     named = False
     for ax, (embedding, labels, panel_title) in zip(axes.flat, panels):
         embedding = np.asarray(embedding)
-        size = max(0.5, min(8.0, 4000 / max(len(embedding), 1)))
+        size = max(1.5, min(8.0, 6000 / max(len(embedding), 1)))
         named = _scatter_classes(ax, embedding, labels, label_names, size) or named
         ax.set_title(panel_title, fontsize=8)
         ax.set_xticks([])
