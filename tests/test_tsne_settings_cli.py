@@ -80,3 +80,13 @@ def test_report_and_compare_show_settings_side_by_side_and_the_radius_table(vae,
     result = runner.invoke(app, ["compare", str(vae), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     assert "## Radius of z and mu: min / max / mean" in result.output and "min r(mu)" in result.output
+
+
+def test_radius_tables_keep_their_columns_in_markdown(vae, tmp_path):
+    """A "|" inside a cell would split a markdown table's column (comparison.md)."""
+    result = runner.invoke(app, ["compare", str(vae), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    for title in ("## Radius of the z-points", "## Radius of z and mu: min / max / mean"):
+        table = lines[lines.index(title) + 2:lines.index(title) + 5]
+        assert len({line.count("|") for line in table}) == 1, table

@@ -174,7 +174,7 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
         rows.append([r.name, _f(rad.mean), _f(rad.median), _f(rad.mode), _f(rad.std),
                      _f(rad.shell_50), _f(rad.shell_95), _f(rad.expected_normal), str(rad.above)])
     tables["Radius of the z-points"] = (
-        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E||N(0,I)||", "beyond range"], rows)
+        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E‖N(0,I)‖", "beyond range"], rows)
     tables.update(radius_extent_tables(runs))
     rows = []
     for r in runs:
