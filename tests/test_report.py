@@ -34,9 +34,10 @@ def test_analyze_writes_json_and_arrays(runs):
     assert summary["n_points"] == 1797 and summary["z_dim"] == 3 and summary["kind"] == "vae"
     assert summary["config"]["k_max"] == 12
     assert summary["inertia"]["ks"] == list(range(2, 13, 2))
-    assert set(summary["seconds"]) >= {"encode", "radius", "inertia", "pca", "tsne_300"}
+    tsne = "tsne_300_p30_ee12_opentsne_it750_seed0"  # size, perplexity, exaggeration, backend, iterations, seed
+    assert set(summary["seconds"]) >= {"encode", "radius", "inertia", "pca", tsne}
     with np.load(vae / "analysis.npz", allow_pickle=False) as data:
-        assert data["z"].shape == (1797, 3) and data["tsne_300_embedding"].shape == (300, 2)
+        assert data["z"].shape == (1797, 3) and data[f"{tsne}_embedding"].shape == (300, 2)
         radii = np.linalg.norm(data["z"], axis=1)
     assert summary["radius"]["mean"] == pytest.approx(radii.mean(), rel=1e-5)
     assert summary["label_names"] == [str(d) for d in range(10)]  # digits: the plots name the classes

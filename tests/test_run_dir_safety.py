@@ -314,7 +314,7 @@ def test_sigkill_of_analyze_in_its_saves_leaves_a_readable_pair_or_one_line(thre
     script = tmp_path / "killed_analyze.py"
     script.write_text(_KILLED_ANALYZE)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KILL_AT": kill_at}
-    result = subprocess.run([sys.executable, str(script), "analyze", str(run_dir), *fast, "--set", "k_max=5"],
+    result = subprocess.run([sys.executable, str(script), "analyze", str(run_dir), *[a.replace("k_max=4", "k_max=5") for a in fast]],
                             env=env, capture_output=True, timeout=300)
     assert result.returncode == -9, result.stderr[-2000:]
     if kill_at == "between the commits":  # new arrays, old records: refused, never joined

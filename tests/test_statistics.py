@@ -84,3 +84,49 @@ def test_an_automatic_radius_range_is_bounded_and_far_outliers_count_as_above():
     stats = radius_stats(z, bin_width=0.01, value_range=None)
     assert len(stats.counts) == MAX_RADIUS_BINS and stats.above == 2
     assert stats.counts.sum() == 98
+
+
+# --- blog part XIII's radius table: min / max / mean of r(z), r(mu); logvar per given interval (issue 13, item 5) ---
+
+def test_radius_min_and_max_of_hand_made_vectors():
+    stats = radius_stats(np.array([[3.0, 4.0], [0.0, 0.2], [0.0, 40.0]]))
+    assert (stats.min, stats.max) == pytest.approx((0.2, 40.0))
+
+
+def test_logvar_counts_on_the_intervals_the_config_gives():
+    from zspace.analysis import analyze_codes
+    from zspace.analysis.tables import format_radius_table, interval_labels, radius_extents
+    from zspace.config import AnalysisConfig
+
+    mu = np.array([[3.0, 4.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.5]], dtype=np.float32)
+    logvar = np.array([[-7.0, -3.0], [4.9, 5.0], [0.0, 9.0], [-3.1, 1.0]], dtype=np.float32)
+    z = mu + np.float32(0.1)
+    config = AnalysisConfig(logvar_edges=(-3, 5), tsne_sizes=(), k_min=1, k_max=2, pca_subset=4)
+    a = analyze_codes({"z": z, "mu": mu, "logvar": logvar}, config)
+    # (-inf, -3): -7, -3.1; [-3, 5): -3, 4.9, 0, 1; [5, inf): 5, 9
+    assert a.internals.logvar_counts.tolist() == [2, 4, 2]
+    assert interval_labels(a.internals.logvar_edges) == ["(-inf, -3)", "[-3, 5)", "[5, inf)"]
+    r_mu = np.linalg.norm(mu, axis=1)
+    assert radius_extents(a)["mu"] == pytest.approx((r_mu.min(), r_mu.max(), r_mu.mean()))
+    assert radius_extents(a)["z"][1] == pytest.approx(np.linalg.norm(z, axis=1).max())
+    text = format_radius_table(a).splitlines()
+    assert text[1].split()[0] == "z" and text[2].split()[0] == "mu" and text[-1].split()[1:] == ["2", "4", "2"]
+    with pytest.raises(Exception, match="logvar_edges"):
+        AnalysisConfig(logvar_edges=(5, -3))
+
+
+def test_radius_extents_of_an_analysis_written_before_min_and_max():
+    """Older analysis.json files have no min / max: they come from the arrays of analysis.npz."""
+    import dataclasses
+    from pathlib import Path
+
+    from zspace.analysis.tables import radius_extents
+    from zspace.rundir import Run
+
+    old = Path(__file__).parent / "data" / "run_v0_1"
+    assert "min" not in json.loads((old / "analysis.json").read_text())["radius"]
+    a = Run(old).load_analysis()
+    r = np.linalg.norm(a.arrays["mu"].astype(np.float64), axis=1)
+    assert radius_extents(a)["mu"] == pytest.approx((r.min(), r.max(), a.radius_mu.mean))
+    bare = dataclasses.replace(a, arrays={})
+    assert math.isnan(radius_extents(bare)["z"][0])

@@ -245,6 +245,7 @@ def analyze(
     """Encode the run's dataset and write its analysis (records and arrays) into the run directory."""
     from zspace.analysis import analyze_run
     from zspace.analysis.encoding import resolve_epsilon_scale
+    from zspace.analysis.tables import format_radius_table
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.data import load_dataset
     from zspace.rundir import Run
@@ -259,6 +260,9 @@ def analyze(
                    f"(N(0, I): {a.radius.expected_normal:.3f}), active units {a.axes.active_units}; "
                    f"wrote {target.analysis_json}")
         _note_epsilon_scale(target, a.run.epsilon_scale, target.analysis_json)
+        typer.echo(format_radius_table(a))
+        for note in a.notes:
+            typer.echo(f"note: {note}")
 
 
 @app.command()

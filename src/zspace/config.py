@@ -58,12 +58,45 @@ MAX_HISTOGRAM_BINS = 10_000
 MIN_RADIUS_BIN_WIDTH = 1e-3
 """Finest radius histogram bin: with radius_range none the bin count follows the data's largest radius."""
 
+MAX_TSNE_FITS = 16
+"""Most t-SNE fits one analysis computes (tsne_sizes x perplexity / early_exaggeration settings)."""
+
+MAX_KEPT_TSNE_FITS = 32
+"""Most t-SNE embeddings an analysis holds, this analysis' and those kept from earlier ones together
+(analysis.npz holds two arrays per fit)."""
+
+MAX_SKLEARN_TSNE_POINTS = 100_000
+"""Largest t-SNE subset with tsne_backend "sklearn": scikit-learn's Barnes-Hut costs about 1.5x openTSNE at equal
+iterations and does not have its FFT method for large subsets (measured on 5,000 Fashion-MNIST z-points, one thread: scikit-learn 57 s for 1,000 iterations, openTSNE
+38 s for 1,000 and 27 s for its default 750); 100,000 covers the seed's 80,000."""
+
+TSNE_EXAGGERATION_ITERATIONS = 250
+"""Early-exaggeration iterations of both t-SNE backends (scikit-learn's fixed exploration phase)."""
+
+MAX_TSNE_ITERATIONS = 100_000
+"""Most t-SNE iterations (tsne_n_iter): each costs a gradient over all points of the subset."""
+
 MAX_CLUSTERS = 10_000
 """Largest k of the MiniBatchKMeans sweep (k_max): one fit per k and seed, each costing O(N k) per step."""
 
 
 RESIDUAL_KERNEL = 3
 """Kernel size of the two convolutions of a residual block (ResNet's 3x3; ``residual_blocks``)."""
+
+
+def _as_tuple(value) -> tuple:
+    """A list field that also takes a single value: the value as a one-entry tuple."""
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _pairable(a, b) -> bool:
+    """Two list-or-value fields pair entry by entry: equal lengths, or one of them a single value."""
+    n_a, n_b = len(_as_tuple(a)), len(_as_tuple(b))
+    return n_a == n_b or 1 in (n_a, n_b)
+
+
+def at_most_entries(n: int) -> Check:
+    return check(lambda v: len(v) <= n, f"a list of at most {n:,} entries")
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -402,10 +435,39 @@ class AnalysisConfig(Config):
     pca_subset: int = _f("Points drawn for the PCA scatter (the PCA itself uses all).", 20_000, positive())
     tsne_sizes: tuple[int, ...] = _f("Subset sizes for t-SNE, e.g. [20000, 80000]; [] = no t-SNE.", (20_000,),
                                      each(lambda n: n > 1, "sizes above 1"))
-    perplexity: float = _f("t-SNE perplexity, at least 1 (openTSNE takes 3 x perplexity neighbours; at most "
-                           "(points - 1) / 3 is used).", 30.0, at_least(1, "at least 1"))
-    early_exaggeration: float = _f("t-SNE early exaggeration.", 12.0, at_least(1))
+    perplexity: float | tuple[float, ...] = _f(
+        "t-SNE perplexity, or a list: one fit per entry, paired with early_exaggeration's (a single value goes "
+        "with every entry of the other), e.g. [30, 10] with [12, 16]; each at least 1, at most (points - 1) / 3 "
+        "is used (openTSNE takes 3 x perplexity neighbours).", 30.0,
+        check(lambda v: len(_as_tuple(v)) > 0, "a number or a non-empty list"),
+        check(lambda v: all(p >= 1 for p in _as_tuple(v)), "at least 1 (each entry)"))
+    early_exaggeration: float | tuple[float, ...] = _f(
+        "t-SNE early exaggeration, or a list paired with perplexity's entries.", 12.0,
+        check(lambda v: len(_as_tuple(v)) > 0, "a number or a non-empty list"),
+        check(lambda v: all(e >= 1 for e in _as_tuple(v)), ">= 1 (each entry)"),
+        Check(lambda v, c: _pairable(c.perplexity, v),
+              lambda c: f"a number or a list of as many entries as perplexity ({len(_as_tuple(c.perplexity))})"))
+    tsne_backend: Literal["opentsne", "sklearn"] = _f(
+        '"opentsne" (FFT-accelerated, fast on 20,000+ points) or "sklearn" (scikit-learn\'s TSNE, Barnes-Hut, '
+        f"as the seed ran it; slower, every size at most {MAX_SKLEARN_TSNE_POINTS:,}).", "opentsne",
+        Check(lambda v, c: v != "sklearn" or all(n <= MAX_SKLEARN_TSNE_POINTS for n in c.tsne_sizes),
+              lambda c: f'"opentsne" for tsne_sizes above {MAX_SKLEARN_TSNE_POINTS:,} ({list(c.tsne_sizes)})'))
+    tsne_n_iter: int | None = _f(
+        "t-SNE iterations in all, the 250 early-exaggeration ones included (scikit-learn's max_iter), in "
+        f"[{TSNE_EXAGGERATION_ITERATIONS + 1}, {MAX_TSNE_ITERATIONS:,}]; none = the backend's default (openTSNE "
+        "750, scikit-learn 1,000).", None,
+        in_range(TSNE_EXAGGERATION_ITERATIONS + 1, MAX_TSNE_ITERATIONS,
+                 expected=f"in [{TSNE_EXAGGERATION_ITERATIONS + 1}, {MAX_TSNE_ITERATIONS:,}] or none"))
+    tsne_keep_previous: bool = _f(
+        "Keep the t-SNE embeddings of the run's previous analysis that this one does not recompute (when both "
+        f"encoded the same z-points), so analyses with new settings add theirs beside them; at most "
+        f"{MAX_KEPT_TSNE_FITS} in all, the oldest dropped first.", True)
     z_minus_mu_threshold: float = _f("|z - mu| above which a component is counted.", 0.05)
+    logvar_edges: tuple[float, ...] = _f(
+        "Inner edges of the logvar intervals counted (VAE), increasing: [-3, 5] counts (-inf, -3), [-3, 5) and "
+        "[5, inf); at most 10,000.", (-20.0, -10.0, -5.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0),
+        check(lambda v: all(a < b for a, b in zip(v, v[1:])), "strictly increasing numbers"),
+        at_most_entries(MAX_HISTOGRAM_BINS))
     seed: int = _f("Seed of the subsets, clustering and t-SNE, in [0, 2**32).", 0)
     color_by: str = _f('Colour of the PCA / t-SNE points: "label", or an attribute name such as "Smiling".',
                        "label")
@@ -413,6 +475,24 @@ class AnalysisConfig(Config):
     @property
     def ks(self) -> range:
         return range(self.k_min, self.k_max + 1, self.k_step)
+
+    def _check_together(self) -> None:
+        fits = len(self.tsne_sizes) * len(self.tsne_settings)
+        if fits > MAX_TSNE_FITS:
+            raise config_error("tsne_sizes", list(self.tsne_sizes),
+                               f"sizes giving at most {MAX_TSNE_FITS} t-SNE fits with the {len(self.tsne_settings)} "
+                               f"perplexity / early_exaggeration settings ({len(self.tsne_sizes)} sizes x "
+                               f"{len(self.tsne_settings)} = {fits})")
+
+    @property
+    def tsne_settings(self) -> tuple[tuple[float, float], ...]:
+        """(perplexity, early_exaggeration) of each t-SNE fit per size: the two fields paired entry by entry."""
+        perplexities, exaggerations = _as_tuple(self.perplexity), _as_tuple(self.early_exaggeration)
+        n = max(len(perplexities), len(exaggerations))
+        if not _pairable(perplexities, exaggerations):
+            return ()
+        return tuple(zip(perplexities * n if len(perplexities) == 1 else perplexities,
+                         exaggerations * n if len(exaggerations) == 1 else exaggerations))
 
 
 # ---------------------------------------------------------------------------------------

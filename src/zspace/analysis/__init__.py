@@ -5,6 +5,7 @@ from zspace.analysis.clustering import InertiaCurve, elbow, inertia_sweep
 from zspace.analysis.encoding import encode_images, encode_run_images, save_encoding
 from zspace.analysis.projection import pca_projection, tsne_projection
 from zspace.analysis.records import Analysis
+from zspace.analysis.tables import format_radius_table, interval_labels, radius_extents
 from zspace.analysis.statistics import axis_stats, expected_normal_radius, radius_stats, vae_internals
 
 __all__ = [
@@ -24,4 +25,7 @@ __all__ = [
     "InertiaCurve",
     "pca_projection",
     "tsne_projection",
+    "radius_extents",
+    "interval_labels",
+    "format_radius_table",
 ]

@@ -6,6 +6,7 @@ run directory (analysis.json + analysis.npz).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,14 +15,15 @@ import numpy as np
 
 from zspace.analysis.clustering import inertia_sweep
 from zspace.analysis.encoding import encode_run_images
-from zspace.analysis.projection import pca_projection, tsne_projection
+from zspace.analysis.projection import DEFAULT_TSNE_ITERATIONS, pca_projection, tsne_projection
 from zspace.analysis.records import Analysis, AttributeSummary, PCASummary, RunInfo, TSNESummary
 from zspace.analysis.statistics import axis_stats, radius_stats, vae_internals
-from zspace.config import AnalysisConfig
-from zspace.errors import ConfigError
+from zspace.config import MAX_KEPT_TSNE_FITS, AnalysisConfig
+from zspace.errors import ConfigError, ZspaceError
 from zspace.rundir import Run
 
-__all__ = ["Analysis", "analyze_codes", "analyze_run", "load_analysis", "attribute_vectors"]
+__all__ = ["Analysis", "analyze_codes", "analyze_run", "load_analysis", "attribute_vectors", "tsne_fits",
+           "same_points", "with_previous_tsne"]
 
 
 class _Timer:
@@ -63,6 +65,20 @@ def check_color_by(color_by: str, attribute_names) -> None:
                           f"{list(attribute_names) or '(none)'}. Received: color_by={color_by!r}")
 
 
+def tsne_fits(config: AnalysisConfig, n_points: int) -> list[tuple[int, float, float]]:
+    """(points, perplexity, early exaggeration) of each t-SNE fit: every size with every setting.
+
+    Sizes above ``n_points`` use all points, and perplexities above (points - 1) / 3 are lowered to
+    it (openTSNE needs 3 x perplexity < points); fits that thereby coincide are made once.
+    """
+    fits = []
+    for size in config.tsne_sizes:
+        n = min(size, n_points)
+        for perplexity, exaggeration in config.tsne_settings:
+            fits.append((n, min(perplexity, (n - 1) / 3), exaggeration))
+    return list(dict.fromkeys(fits))
+
+
 def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = AnalysisConfig(),
                   labels: np.ndarray | None = None, attributes: np.ndarray | None = None,
                   attribute_names: tuple[str, ...] = (), label_names: tuple[str, ...] = ()) -> Analysis:
@@ -88,19 +104,22 @@ def analyze_codes(codes: dict[str, np.ndarray], config: AnalysisConfig = Analysi
     radius_mu = internals = None
     if is_vae:
         radius_mu = radius_stats(mu, c.radius_bin_width, radius_range)
-        internals = timer("internals", vae_internals, z, mu, codes["logvar"],
+        internals = timer("internals", vae_internals, z, mu, codes["logvar"], (-np.inf, *c.logvar_edges, np.inf),
                           z_minus_mu_threshold=c.z_minus_mu_threshold)
     ks = [k for k in c.ks if k <= len(z)]
     inertia = timer("inertia", inertia_sweep, z, ks, c.kmeans_seeds, c.kmeans_batch_size) if ks else None
     pca = timer("pca", pca_projection, z, c.pca_subset, c.seed)
     arrays = {**codes, "pca_indices": pca.indices, "pca_embedding": pca.embedding}
     tsne = []
-    for size in c.tsne_sizes:
-        n = min(size, len(z))
-        perplexity = min(c.perplexity, (n - 1) / 3)  # openTSNE needs 3 * perplexity < n
-        fit = timer(f"tsne_{size}", tsne_projection, z, n, perplexity, c.early_exaggeration, c.seed)
-        tsne.append(TSNESummary(n, fit.perplexity, fit.early_exaggeration, fit.kl_divergence))
-        arrays[f"tsne_{n}_indices"], arrays[f"tsne_{n}_embedding"] = fit.indices, fit.embedding
+    n_iter = c.tsne_n_iter or DEFAULT_TSNE_ITERATIONS[c.tsne_backend]
+    for n, perplexity, exaggeration in tsne_fits(c, len(z)):
+        name = TSNESummary(n, perplexity, exaggeration, math.nan, c.tsne_backend, n_iter, c.seed).name
+        fit = timer(name, tsne_projection, z, n, perplexity, exaggeration, c.seed, backend=c.tsne_backend,
+                    n_iter=n_iter)
+        summary = TSNESummary(n, fit.perplexity, fit.early_exaggeration, fit.kl_divergence, fit.backend, fit.n_iter,
+                              c.seed)
+        tsne.append(summary)
+        arrays[f"{summary.name}_indices"], arrays[f"{summary.name}_embedding"] = fit.indices, fit.embedding
     if labels is not None:
         arrays["labels"] = labels
     if colors is not None:
@@ -150,8 +169,79 @@ def _analyze(run: Run, config: AnalysisConfig, save: bool, epsilon_scale: float 
                        run=RunInfo(str(run.root), run.data.name,
                                    model.kl_factor if model.kind == "vae" else 0.0, encoded.epsilon_scale))
     if save:
+        if config.tsne_keep_previous and run.has_analysis():
+            analysis = _keep_previous_tsne(analysis, run)
         run.save_analysis(analysis)
     return analysis
+
+
+def _keep_previous_tsne(analysis: Analysis, run: Run) -> Analysis:
+    """:func:`with_previous_tsne` of the run's saved analysis; an unreadable one is noted and left."""
+    try:
+        previous = run.load_analysis()
+    except (ZspaceError, OSError) as exc:
+        return replace(analysis, notes=(*analysis.notes, f"the previous analysis could not be read, so none of its "
+                                                         f"t-SNE embeddings are kept ({exc})"))
+    return with_previous_tsne(analysis, previous)
+
+
+def _spelled_out(fit: TSNESummary, seed: int) -> TSNESummary:
+    """A fit of an analysis written before backend, iterations and seed were recorded, with them."""
+    if fit.backend is not None:
+        return fit
+    return replace(fit, backend="opentsne", n_iter=DEFAULT_TSNE_ITERATIONS["opentsne"], seed=seed)
+
+
+def same_points(a: Analysis, b: Analysis, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
+    """Whether two analyses encoded the same z-points (same model state, images and split), to float tolerance.
+
+    The tolerance allows for batch-size dependent rounding of the encoder; other weights or images
+    move the points far more.
+    """
+    if (a.kind, a.n_points, a.z_dim) != (b.kind, b.n_points, b.z_dim):
+        return False
+    split_a, split_b = a.arrays.get("split"), b.arrays.get("split")
+    if (split_a is None) != (split_b is None) or (split_a is not None and not np.array_equal(split_a, split_b)):
+        return False
+    return all(np.allclose(a.arrays[k], b.arrays[k], rtol=rtol, atol=atol) for k in ("z", "mu") if k in a.arrays)
+
+
+def with_previous_tsne(analysis: Analysis, previous: Analysis) -> Analysis:
+    """``analysis`` plus the t-SNE fits of ``previous`` that it did not recompute, when both encoded the same points.
+
+    Kept fits come first (oldest first) with their arrays; beyond :data:`MAX_KEPT_TSNE_FITS` in all the
+    oldest are dropped. Each thing done (or not) is said in ``notes``.
+    """
+    computed = {t.name for t in analysis.tsne}
+    previous_arrays, previous_seconds = {}, {}
+    for t in previous.tsne:  # fits of older analyses get the full names of what they were
+        full = _spelled_out(t, previous.config.seed)
+        for part in ("indices", "embedding"):
+            previous_arrays[f"{full.name}_{part}"] = previous.arrays[f"{t.name}_{part}"]
+        if t.name in previous.seconds:
+            previous_seconds[full.name] = previous.seconds[t.name]
+    old = list({f.name: f for f in (_spelled_out(t, previous.config.seed) for t in previous.tsne)
+                if f.name not in computed}.values())
+    if not old:
+        return analysis
+    if not same_points(analysis, previous):
+        return replace(analysis, notes=(*analysis.notes, f"the previous analysis encoded other z-points (another "
+                                                         f"model state, split or dataset): its {len(old)} t-SNE "
+                                                         f"embedding(s) are not kept"))
+    room = max(MAX_KEPT_TSNE_FITS - len(analysis.tsne), 0)
+    dropped, kept = old[:max(len(old) - room, 0)], old[max(len(old) - room, 0):]
+    arrays = dict(analysis.arrays)
+    for t in kept:
+        for part in ("indices", "embedding"):
+            arrays[f"{t.name}_{part}"] = previous_arrays[f"{t.name}_{part}"]
+    notes = [f"kept {len(kept)} t-SNE embedding(s) of the previous analysis: "
+             + "; ".join(f"{t.size} points, {t.settings}" for t in kept)] if kept else []
+    if dropped:
+        notes.append(f"dropped the {len(dropped)} oldest t-SNE embedding(s): an analysis holds at most "
+                     f"{MAX_KEPT_TSNE_FITS}")
+    seconds = {**{t.name: previous_seconds[t.name] for t in kept if t.name in previous_seconds}, **analysis.seconds}
+    return replace(analysis, tsne=(*kept, *analysis.tsne), arrays=arrays, seconds=seconds,
+                   notes=(*analysis.notes, *notes))
 
 
 def load_analysis(run: Run | str | Path) -> Analysis:

@@ -9,7 +9,7 @@ import numpy as np
 
 from zspace.analysis.clustering import InertiaCurve
 from zspace.analysis.statistics import AxisStats, RadiusStats, VAEInternals
-from zspace.config import AnalysisConfig
+from zspace.config import MAX_KEPT_TSNE_FITS, AnalysisConfig
 from zspace.records import Record
 
 __all__ = ["Analysis", "PCASummary", "TSNESummary", "AttributeSummary", "RunInfo"]
@@ -24,12 +24,39 @@ class PCASummary(Record):
 
 @dataclass(frozen=True)
 class TSNESummary(Record):
-    """One t-SNE fit: ``size`` points, its parameters and the final KL divergence of the fit."""
+    """One t-SNE fit: ``size`` points, its parameters and the final KL divergence of the fit.
+
+    ``backend`` ("opentsne" / "sklearn"), ``n_iter`` (iterations in all, the 250 early-exaggeration
+    ones included) and ``seed`` are None in analyses written before they were recorded (openTSNE,
+    750 iterations, the config's seed).
+    """
 
     size: int
     perplexity: float
     early_exaggeration: float
     kl_divergence: float
+    backend: Literal["opentsne", "sklearn"] | None = None
+    n_iter: int | None = None
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Its arrays in analysis.npz are ``<name>_indices`` / ``<name>_embedding``.
+
+        Derived from the fields (never read from a file, so no file chooses a name); fits of
+        older analyses, one per size, keep their names "tsne_<size>".
+        """
+        if self.backend is None:
+            return f"tsne_{self.size}"
+        return (f"tsne_{self.size}_p{self.perplexity:g}_ee{self.early_exaggeration:g}_{self.backend}"
+                f"_it{self.n_iter}_seed{self.seed}")
+
+    @property
+    def settings(self) -> str:
+        """The fit's settings in words: "perplexity 30, exaggeration 12 (openTSNE, 750 iterations)"."""
+        backend = {"opentsne": "openTSNE", "sklearn": "scikit-learn", None: "openTSNE"}[self.backend]
+        iterations = "" if self.n_iter is None else f", {self.n_iter} iterations"
+        return f"perplexity {self.perplexity:g}, exaggeration {self.early_exaggeration:g} ({backend}{iterations})"
 
 
 @dataclass(frozen=True)
@@ -70,8 +97,10 @@ class Analysis(Record):
         label_names: the names of the integer labels, when the dataset knows them.
         seconds: wall time per part. run: the analysed run (None for :func:`analyze_codes`).
         arrays: analysis.npz: ``z`` (+ ``mu``, ``logvar``), ``labels``, ``colors``, ``split``
-            (0 train, 1 validation), ``pca_indices`` / ``pca_embedding``, ``tsne_<n>_indices`` /
-            ``tsne_<n>_embedding``, ``attributes`` / ``attribute_vectors``. Not part of the JSON.
+            (0 train, 1 validation), ``pca_indices`` / ``pca_embedding``, ``<name>_indices`` /
+            ``<name>_embedding`` of each t-SNE fit (:attr:`TSNESummary.name`), ``attributes`` /
+            ``attribute_vectors``. Not part of the JSON.
+        notes: what the analysis did beyond its config (t-SNE embeddings kept from the run's previous one).
     """
 
     config: AnalysisConfig
@@ -90,6 +119,7 @@ class Analysis(Record):
     attributes: AttributeSummary | None = None
     label_names: tuple[str, ...] = ()
     run: RunInfo | None = None
+    notes: tuple[str, ...] = ()
     arrays: dict[str, np.ndarray] = field(default_factory=dict, metadata={"json": False}, repr=False)
 
     @classmethod
@@ -100,6 +130,8 @@ class Analysis(Record):
             KeyError / TypeError / ValueError: a field or an array is missing or of the wrong type or shape.
         """
         record = super().from_json(data)
+        if len(record.tsne) > MAX_KEPT_TSNE_FITS:  # each is a figure panel: a file cannot ask for thousands
+            raise ValueError(f"`tsne` holds {len(record.tsne)} fits; an analysis holds at most {MAX_KEPT_TSNE_FITS}")
         if arrays is None:
             return record
         record = replace(record, arrays=dict(arrays))
@@ -117,7 +149,7 @@ class Analysis(Record):
                 expected[name] = (n,)
         expected.update(pca_indices=(None,), pca_embedding=(None, 2))
         for t in self.tsne:
-            expected.update({f"tsne_{t.size}_indices": (t.size,), f"tsne_{t.size}_embedding": (t.size, 2)})
+            expected.update({f"{t.name}_indices": (t.size,), f"{t.name}_embedding": (t.size, 2)})
         if self.attributes is not None:
             expected.update(attributes=(n, len(self.attributes.names)),
                             attribute_vectors=(len(self.attributes.names), d))
@@ -152,5 +184,5 @@ class Analysis(Record):
         return z if split is None else z[split == 0]
 
     def embedding(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(indices (n,), coordinates (n, 2)) of the projection "pca" or "tsne_<size>"."""
+        """(indices (n,), coordinates (n, 2)) of the projection "pca" or a t-SNE fit's :attr:`TSNESummary.name`."""
         return self.arrays[f"{name}_indices"], self.arrays[f"{name}_embedding"]

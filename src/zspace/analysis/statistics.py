@@ -44,7 +44,8 @@ class RadiusStats(Record):
     Attributes:
         counts, edges: histogram (len(edges) = len(counts) + 1); points outside the range are
             counted in ``below`` / ``above``.
-        mean, median, std: of the radii.
+        mean, median, std: of the radii; min, max: the smallest and largest radius (None in
+            analyses written before they were recorded).
         mode: centre of the fullest bin.
         shell_50, shell_95: (low, high) radii of the central 50% and 95% of the points.
         expected_normal: E||z|| of N(0, I) in the same dimension, for comparison.
@@ -63,6 +64,8 @@ class RadiusStats(Record):
     shell_50: tuple[float, float]
     shell_95: tuple[float, float]
     expected_normal: float
+    min: float | None = None
+    max: float | None = None
 
 
 # Bins of an automatic radius histogram, at most (the config bounds a given range the same way).
@@ -103,6 +106,7 @@ def radius_stats(z, bin_width: float = 0.5, value_range: tuple[float, float] | N
         mode=float((edges[peak] + edges[peak + 1]) / 2),
         shell_50=(float(q[1]), float(q[3])), shell_95=(float(q[0]), float(q[4])),
         expected_normal=expected_normal_radius(z.shape[1]),
+        min=float(radii.min()), max=float(radii.max()),
     )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from zspace.analysis import Analysis, analyze_run
+from zspace.analysis.tables import interval_labels, radius_extents
 from zspace.config import AnalysisConfig, RunConfig
 from zspace.errors import ConfigError
 from zspace.evaluation.evaluate import Evaluation
@@ -200,8 +201,9 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
                      _f(rad.shell_50), _f(rad.shell_95), _f(rad.expected_normal), str(rad.above),
                      _epsilon_scale(r, r.analysis.run.epsilon_scale if r.analysis.run else None)])
     tables["Radius of the z-points"] = (
-        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E||N(0,I)||", "beyond range",
+        ["run", "mean", "median", "mode", "std", "50% shell", "95% shell", "E‖N(0,I)‖", "beyond range",
          "eps scale"], rows)
+    tables.update(radius_extent_tables(runs))
     rows = []
     for r in runs:
         ax = r.analysis.axes
@@ -252,6 +254,36 @@ def comparison_tables(runs: list[RunReport]) -> dict[str, Table]:
         # runs of other data (or seeds) have other domain networks: the column shows which numbers compare
         tables[f"Sample quality ({label})"] = (["run", "sampler", label, "KID", "precision", "recall", "density",
                                                "coverage", "hole fraction", "images", "feature network"], rows)
+    return tables
+
+
+RADIUS_EXTENT_TABLE = "Radius of z and mu: min / max / mean"
+LOGVAR_TABLE = "logvar components per interval"
+
+
+def radius_extent_tables(runs: list[RunReport]) -> dict[str, Table]:
+    """Blog part XIII's table: min / max / mean radius of z (and mu), and logvar components per interval (VAEs).
+
+    Runs whose analyses count logvar on other intervals get their own rows of intervals.
+    """
+    rows = []
+    for r in runs:
+        extents = radius_extents(r.analysis)
+        rows.append([r.name, *(_f(v, 4) for v in extents["z"]),
+                     *((_f(v, 4) for v in extents["mu"]) if "mu" in extents else ["-"] * 3)])
+    tables = {RADIUS_EXTENT_TABLE: (["run", "min r(z)", "max r(z)", "mean r(z)", "min r(mu)", "max r(mu)",
+                                     "mean r(mu)"], rows)}
+    vaes = [r for r in runs if r.analysis.internals is not None]
+    edges = {tuple(r.analysis.internals.logvar_edges.tolist()) for r in vaes}
+    if len(edges) == 1:
+        labels = interval_labels(next(iter(edges)))
+        tables[LOGVAR_TABLE] = (["run", *labels], [[r.name, *map(str, r.analysis.internals.logvar_counts.tolist())]
+                                                   for r in vaes])
+    elif edges:
+        tables[LOGVAR_TABLE] = (["run", "components per interval"], [
+            [r.name, ", ".join(f"{label}: {count}" for label, count in zip(
+                interval_labels(r.analysis.internals.logvar_edges), r.analysis.internals.logvar_counts.tolist()))]
+            for r in vaes])
     return tables
 
 
@@ -317,10 +349,23 @@ def projection_figures(run: RunReport) -> dict[str, bytes]:
         return plots.plot_embedding(embedding, None if colors is None else colors[indices], title, names)
 
     figures = {"pca": scatter("pca", f"{run.name}: PCA")}
-    for t in a.tsne:
-        figures[f"tsne_{t.size}"] = scatter(f"tsne_{t.size}", f"{run.name}: t-SNE of {t.size} points "
-                                                             f"(perplexity {t.perplexity:g})")
+    figures.update(tsne_figures(run.name, a))
     return {name: plots.figure_png(fig) for name, fig in figures.items()}
+
+
+def tsne_figures(title: str, a: Analysis) -> dict:
+    """{"tsne_<size>": Figure}: per subset size, every t-SNE setting of the analysis side by side."""
+    colors = a.colors
+    names = a.label_names if a.color_by == "label" else (f"not {a.color_by}", a.color_by) if a.color_by else ()
+    figures = {}
+    for size in dict.fromkeys(t.size for t in a.tsne):
+        panels = []
+        for t in (t for t in a.tsne if t.size == size):
+            indices, embedding = a.embedding(t.name)
+            panels.append((embedding, None if colors is None else colors[indices],
+                           f"{t.settings}\nKL {t.kl_divergence:.3f}"))
+        figures[f"tsne_{size}"] = plots.plot_embeddings(panels, names, f"{title}: t-SNE of {size} points")
+    return figures
 
 
 def side_by_side(pngs: list[bytes], gap: int = 12, titles: list[str] | None = None) -> bytes:
@@ -473,7 +518,9 @@ def write_html_report(runs: list[RunReport], path: str | Path) -> Path:
             + figure("holes", "uniform samplers U[-r, r]: share of z in holes of q(z) and distance of the decoded "
                               "images to real ones, against r (dotted: N(0, I), dashed: GMM)")
             if "Evaluation" in tables else "<p>No run has been evaluated (<code>zspace evaluate RUN</code>).</p>")
-    section("Radius", table("Radius of the z-points") + figure("radius", "radius histogram of the z-points"))
+    extents = "".join(f"<h3>{html.escape(t)}</h3>" + table(t)
+                      for t in (RADIUS_EXTENT_TABLE, LOGVAR_TABLE) if t in tables)
+    section("Radius", table("Radius of the z-points") + extents + figure("radius", "radius histogram of the z-points"))
     section("Per-axis distributions", table("Per-axis statistics") + figure("axes", "distribution of selected axes"))
     section("Clustering", table("Clustering (MiniBatchKMeans)")
             + (figure("inertia", "inertia vs k: mean over seeds, band = 1 std, dot = elbow") if "inertia" in saved else ""))

@@ -24,6 +24,7 @@ __all__ = [
     "plot_inertia_curves",
     "plot_explained_variance",
     "plot_embedding",
+    "plot_embeddings",
     "plot_logvar_counts",
     "plot_kl_per_dim",
 ]
@@ -134,6 +135,60 @@ def plot_embedding(embedding, labels=None, title: str = "", label_names=()) -> F
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
+    return fig
+
+
+def _scatter_classes(ax, embedding, labels, label_names, size) -> bool:
+    """Points coloured by class on ``ax``; True when the classes are named (a legend is due)."""
+    if labels is None:
+        ax.scatter(embedding[:, 0], embedding[:, 1], s=size, lw=0, alpha=0.6)
+        return False
+    if label_names and len(label_names) <= 20:
+        cmap = plt.get_cmap("tab10" if len(label_names) <= 10 else "tab20")
+        for i, name in enumerate(label_names):
+            chosen = labels == i
+            if chosen.any():
+                ax.scatter(embedding[chosen, 0], embedding[chosen, 1], s=size, lw=0, alpha=0.7, color=cmap(i),
+                           label=name)
+        return True
+    ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, s=size, lw=0, alpha=0.7, cmap="tab10",
+               vmin=0, vmax=max(9, int(np.max(labels)) if len(labels) else 9))
+    return False
+
+
+def plot_embeddings(panels, label_names=(), title: str = "", columns: int = 4) -> Figure:
+    """Several 2-D embeddings side by side (rows of ``columns``), one panel each, coloured alike.
+
+    panels: [(embedding (n, 2), integer labels (n,) or None, panel title)]; ``label_names`` name
+    the labels (one legend for all panels).
+    """
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    largest = max((int(np.max(labels)) for _, labels, _ in panels if labels is not None and len(labels)), default=-1)
+    if not label_names and 0 <= largest < 20:  # unnamed classes (an IDX dataset): a legend of their numbers
+        label_names = tuple(str(i) for i in range(largest + 1))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.9 * rows), squeeze=False)
+    named = False
+    for ax, (embedding, labels, panel_title) in zip(axes.flat, panels):
+        embedding = np.asarray(embedding)
+        size = max(1.5, min(8.0, 6000 / max(len(embedding), 1)))
+        named = _scatter_classes(ax, embedding, labels, label_names, size) or named
+        ax.set_title(panel_title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if named:
+        legend = {}
+        for ax in axes.flat:  # a panel's subset may miss a class
+            for handle, text in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(text, handle)
+        order = [n for n in label_names if n in legend]
+        fig.legend([legend[n] for n in order], order, fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 
