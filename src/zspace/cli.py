@@ -149,13 +149,6 @@ ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="TOML run confi
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by `zspace train`.", exists=True, file_okay=False)]
 
 
-def _at_most_once(values: list | None, option: str):
-    """The one value of a non-repeatable option given as a list (None if absent); twice is an error."""
-    if values and len(values) > 1:
-        raise ConfigError(f"{option} given {len(values)} times ({', '.join(map(str, values))}); give it once.")
-    return values[0] if values else None
-
-
 def _train_config_path(run: Path | None, config: Path | None) -> Path:
     """The TOML to train from: ``--config`` or the run directory's own config.toml (exactly one given)."""
     if (run is None) == (config is None):
@@ -176,13 +169,13 @@ def train(
         "--config", "-c", help="TOML run config (a run's own config.toml resumes that run).", exists=True,
         dir_okay=False, show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set epochs=6.")] = None,
-    from_epoch: Annotated[list[int] | None, typer.Option(
+    from_epoch: Annotated[int | None, typer.Option(
         "--from-epoch", min=1, show_default=False,
         help="Branch: a new run (--out) from this epoch's checkpoint of the run; the run is only read.")] = None,
-    reseed: Annotated[list[int] | None, typer.Option(
+    reseed: Annotated[int | None, typer.Option(
         "--reseed", min=0, max=MAX_SEED, show_default=False,
         help="Branch: the new run's noise seed (sampling noise, batch order); default: the checkpoint's noise.")] = None,
-    out: Annotated[list[Path] | None, typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", "-o", show_default=False, help="Branch: the new run directory (absent or empty).")] = None,
 ) -> None:
     """Train (or resume) a run; with --from-epoch N --out NEW, branch it: NEW starts from epoch N's
@@ -193,8 +186,7 @@ def train(
     from zspace.training import train as train_run
 
     with _clear_errors():
-        epoch, seed, new_run = (_at_most_once(v, o) for v, o in ((from_epoch, "--from-epoch"), (reseed, "--reseed"),
-                                                                 (out, "--out")))
+        epoch, seed, new_run = from_epoch, reseed, out  # each given once (a repeated option is a usage error)
         if epoch is None and (seed is not None or new_run is not None):
             raise ConfigError("--reseed and --out branch a run: give --from-epoch N too.")
         if epoch is not None and new_run is None:
