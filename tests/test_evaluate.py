@@ -18,6 +18,13 @@ FAST = ["--set", "k=20", "--set", "nll_images=50", "--set", "hole_samples=500", 
         "--set", "sample_images=60", "--set", "second_stage_steps=200", "--set", 'features=["domain"]']
 
 
+def fast(*extra: str) -> list[str]:
+    """FAST with the fields ``extra`` sets replaced by them (a field given twice is an error)."""
+    changed = {e.partition("=")[0] for e in extra if "=" in e}
+    pairs = [(flag, value) for flag, value in zip(FAST[::2], FAST[1::2]) if value.partition("=")[0] not in changed]
+    return [item for pair in pairs for item in pair] + list(extra)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
@@ -62,10 +69,9 @@ def test_sample_quality_of_every_sampler_in_the_domain_feature_space(runs):
 def test_the_same_seed_gives_the_same_numbers(runs):
     """Same settings: the same evaluation; more hole samples: the same sample distances (own streams)."""
     ae, _ = runs
-    settings = [*FAST, "--set", 'samplers=["uniform", "gmm"]']
-
     def evaluated(*extra):
-        assert runner.invoke(app, ["evaluate", str(ae), *settings, *extra]).exit_code == 0
+        settings = fast("--set", 'samplers=["uniform", "gmm"]', *extra)
+        assert runner.invoke(app, ["evaluate", str(ae), *settings]).exit_code == 0
         return {k: v for k, v in Run(ae).load_evaluation().to_json().items() if k not in ("seconds", "config")}
 
     first, more_holes, again = evaluated(), evaluated("--set", "hole_samples=1000"), evaluated()
@@ -103,17 +109,17 @@ def test_the_numbers_tell_the_story_of_the_demo_runs(tmp_path):
 
 def test_too_few_images_and_missing_inception_weights(runs):
     ae, _ = runs
-    result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", "sample_images=5000"])
+    result = runner.invoke(app, ["evaluate", str(ae), *fast("--set", "sample_images=5000")])
     assert result.exit_code == 2
     assert "sample_images=5000 asks for more validation images than the run has (180)" in result.output
-    result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", "sample_images=4"])
+    result = runner.invoke(app, ["evaluate", str(ae), *fast("--set", "sample_images=4")])
     assert result.exit_code == 2 and "`sample_images` must be an integer in [10, 1,000,000] or 0" in result.output
-    result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", "gmm_components=900", "--set", "fit_images=500"])
+    result = runner.invoke(app, ["evaluate", str(ae), *fast("--set", "gmm_components=900", "--set", "fit_images=500")])
     assert result.exit_code == 2
     assert "need at least 900 training z-points (gmm_components=900); fit_images gives 500 of 1617" in result.output
     # no Inception weights in this session's KERAS_HOME: said once, the rest is evaluated
-    result = runner.invoke(app, ["evaluate", str(ae), *FAST, "--set", 'features=["domain", "inception"]',
-                                 "--set", 'samplers=["normal"]'])
+    result = runner.invoke(app, ["evaluate", str(ae), *fast("--set", 'features=["domain", "inception"]',
+                                                              "--set", 'samplers=["normal"]')])
     assert result.exit_code == 0, result.output
     evaluation = Run(ae).load_evaluation()
     assert [n for n in evaluation.notes if "Inception" in n] and result.output.count("Inception") == 1

@@ -155,9 +155,12 @@ def _train_config_path(run: Path | None, config: Path | None) -> Path:
         raise ConfigError("train needs a run directory (RUN) or --config FILE, not " + ("both." if run else "neither."))
     if config is not None:
         return config
-    if not (run / "config.toml").is_file():
-        raise ConfigError(f"{run}: no config.toml, so not a run directory; start a new run with --config FILE.")
-    return run / "config.toml"
+    from zspace.rundir import run_config_path
+
+    path = run_config_path(run)
+    if not path.is_file():
+        raise ConfigError(f"{run}: no {path.name}, so not a run directory; start a new run with --config FILE.")
+    return path
 
 
 @app.command()

@@ -107,6 +107,11 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
         raise RunError(f"{path}: not a history written by zspace ({_reason(exc)}).") from None
 
 
+def run_config_path(folder: str | Path) -> Path:
+    """Where a run directory keeps its config (``folder/config.toml``)."""
+    return Path(folder) / "config.toml"
+
+
 def training_config(path: str | Path) -> RunConfig:
     """The run config of a TOML file; a run directory's own config.toml names that directory as ``run_dir``.
 
@@ -161,7 +166,7 @@ class Run:
 
     def __init__(self, root: str | Path, dataset: Dataset | None = None, config: RunConfig | None = None):
         self.root = Path(root)
-        self.config_path = self.root / "config.toml"
+        self.config_path = run_config_path(self.root)
         self.history_path = self.root / "history.csv"
         self.state_path = self.root / "run_state.json"
         self.origin_path = self.root / "origin.json"
