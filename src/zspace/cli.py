@@ -185,8 +185,9 @@ def train(
     out: Annotated[list[Path] | None, typer.Option(
         "--out", "-o", show_default=False, help="Branch: the new run directory (absent or empty).")] = None,
 ) -> None:
-    """Train (or resume) a run; with --from-epoch N --out NEW, branch it: NEW starts from epoch N's
-    checkpoint (with --reseed S, fresh noise) and trains on to `epochs`."""
+    """Train (or resume) a run, or branch it: --from-epoch N --out NEW [--reseed S].
+
+    A branch NEW starts from epoch N's checkpoint of RUN (with --reseed S, fresh noise) and trains on to `epochs`."""
     from zspace.config import parse_overrides
     from zspace.rundir import training_config
     from zspace.training import branch_run
