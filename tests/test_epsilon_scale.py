@@ -89,7 +89,7 @@ def test_analysis_records_its_scale_and_says_when_it_replaces_the_default(runs, 
     result = runner.invoke(app, ["analyze", str(vae), "--set", "tsne_sizes=[]", "--set", "k_max=4",
                                  "--epsilon-scale", "0.5"])
     assert result.exit_code == 0, result.output
-    assert "note: computed at epsilon_scale 0.5, not the run's own 1; this replaced" in result.output
+    assert f"note: {vae / 'analysis.json'} now holds results at epsilon_scale 0.5, not the run's own 1" in result.output
     assert json.loads((vae / "analysis.json").read_text())["run"]["epsilon_scale"] == 0.5
     result = runner.invoke(app, ["analyze", str(vae), "--set", "tsne_sizes=[]", "--set", "k_max=4"])
     assert result.exit_code == 0 and "note:" not in result.output

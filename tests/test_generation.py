@@ -146,6 +146,15 @@ def test_sharpen_series_is_one_grid_with_a_labelled_block_per_factor():
         sharpen_series(Grid(images), [1, -1])
 
 
+def test_sharpen_series_of_one_factor_names_it_in_the_title_not_on_every_row():
+    images = np.random.default_rng(2).random((4, 8, 8, 1)).astype(np.float32)
+    swept = Grid(images, cols=2, row_labels=("r=1", "r=2"), title="z1 against z0")
+    one = sharpen_series(swept, [3])
+    assert one.row_labels == ("r=1", "r=2") and one.title == "z1 against z0; sharpness 3"  # was "sharpness 3 · r=1"
+    np.testing.assert_array_equal(one.images, sharpen(images, 3))
+    assert sharpen_series(Grid(images), [0.5]).title == "sharpness 0.5"
+
+
 def test_latent_plane_of_two_axes_or_the_first_two_principal_directions():
     rng = np.random.default_rng(0)
     codes = rng.normal(size=(2000, 4)) * [0.1, 3.0, 1.0, 0.1] + [5, 0, 0, 0]

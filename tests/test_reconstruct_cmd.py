@@ -108,7 +108,7 @@ def test_the_command_writes_the_grid_with_what_it_shows(runs, files, tmp_path):
     result = runner.invoke(app, ["reconstruct", str(runs[1]), *map(str, files), "--out", str(out), "--samples",
                                  "2", "--seed", "3"])
     assert result.exit_code == 0, result.output
-    assert "columns: original | decode(mu) | decode(mu + sigma * eps_0 * 1)" in result.output
+    assert "columns: original | decode(mu) | z #1 = decode(mu + sigma * eps_1 * 1)" in result.output  # as in the grid
     expected = reconstruct_images(runs[1], files, samples=2, seed=3).grid()
     with Image.open(out) as png:
         assert expected.row_labels == tuple(p.name for p in files)

@@ -136,13 +136,13 @@ EpsilonScale = Annotated[float | None, typer.Option(
                             "run's own scale (1 unless trained with another).")]
 
 
-def _note_epsilon_scale(run, scale: float | None, replaced: Path) -> None:
-    """Says that ``replaced`` now holds results at a scale other than the run's own (the default readers assume)."""
+def _note_epsilon_scale(run, scale: float | None, written: Path) -> None:
+    """Says that ``written`` now holds results at a scale other than the run's own (the default readers assume)."""
     own = run.config.model.epsilon_scale
-    if scale is not None and scale != own:
-        typer.echo(f"note: computed at epsilon_scale {scale:g}, not the run's own {own:g}; this replaced "
-                   f"{replaced} (recorded there; `zspace report` shows it). Run again without --epsilon-scale "
-                   f"to go back.")
+    if scale is not None and scale != own:  # "replaced" would be wrong for a first analysis or evaluation
+        typer.echo(f"note: {written} now holds results at epsilon_scale {scale:g}, not the run's own {own:g} "
+                   f"(recorded there; `zspace report` shows it). Run again without --epsilon-scale for the "
+                   f"run's own scale.")
 
 
 ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="TOML run config.", exists=True, dir_okay=False)]
@@ -181,8 +181,9 @@ def train(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", show_default=False, help="Branch: the new run directory (absent or empty).")] = None,
 ) -> None:
-    """Train (or resume) a run; with --from-epoch N --out NEW, branch it: NEW starts from epoch N's
-    checkpoint (with --reseed S, fresh noise) and trains on to `epochs`."""
+    """Train (or resume) a run, or branch it: --from-epoch N --out NEW [--reseed S].
+
+    A branch NEW starts from epoch N's checkpoint of RUN (with --reseed S, fresh noise) and trains on to `epochs`."""
     from zspace.config import parse_overrides
     from zspace.rundir import training_config
     from zspace.training import branch_run

@@ -226,7 +226,7 @@ def with_previous_tsne(analysis: Analysis, previous: Analysis) -> Analysis:
         return analysis
     if not same_points(analysis, previous):
         return replace(analysis, notes=(*analysis.notes, f"the previous analysis encoded other z-points (another "
-                                                         f"model state, split or dataset): its {len(old)} t-SNE "
+                                                         f"model state, split, dataset or epsilon scale): its {len(old)} t-SNE "
                                                          f"embedding(s) are not kept"))
     room = max(MAX_KEPT_TSNE_FITS - len(analysis.tsne), 0)
     dropped, kept = old[:max(len(old) - room, 0)], old[max(len(old) - room, 0):]

@@ -87,12 +87,16 @@ def with_cols(grid: Grid, cols: int | None) -> Grid:
 
 def sharpen_series(grid: Grid, factors) -> Grid:
     """The grid once per PIL sharpness factor, blocks one under the other, each labelled with its factor
-    (a grid without ``cols``: one row of all its images per factor).
+    (a grid without ``cols``: one row of all its images per factor). A single factor is named in the title
+    instead: the grid keeps its own row labels, not each prefixed with the same factor.
 
     Args:
         factors: ImageEnhance.Sharpness factors (0 blurred, 1 unchanged, 2+ sharper).
     """
     factors = check_sharpen(factors)
+    if len(factors) == 1:
+        title = "; ".join(filter(None, (grid.title, f"sharpness {_num(factors[0])}")))
+        return replace(grid, images=sharpen(grid.images, factors[0]), title=title)
     cols = grid.cols or len(grid.images)  # a grid without a layout of its own: one row per factor
     rows = math.ceil(len(grid.images) / cols)
     blank = np.ones((rows * cols - len(grid.images), *grid.images.shape[1:]), np.float32)  # a block's last row

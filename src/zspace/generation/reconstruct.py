@@ -70,7 +70,8 @@ class Reconstructions:
         decoded = "decode(mu)" if self.epsilon_scale is not None else "decode(z)"
         scale = "" if self.epsilon_scale is None else f"{self.epsilon_scale:g}"
         return ("original", *shown_input, decoded,
-                *(f"decode(mu + sigma * eps_{k} * {scale})" for k in range(self.samples.shape[1])))
+                *(f"z #{k} = decode(mu + sigma * eps_{k} * {scale})"  # numbered as the grid labels them
+                  for k in range(1, self.samples.shape[1] + 1)))
 
     def grid(self) -> Grid:
         """One row per image: original, the input (recolor, denoise), the reconstruction, the samples."""
