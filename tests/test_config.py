@@ -140,6 +140,10 @@ def test_override_errors():
         RunConfig().with_overrides({"epoch": 3})
     with pytest.raises(ConfigError, match="field=value"):
         parse_overrides(["epochs"])
+    with pytest.raises(ConfigError, match="fields are named without their section: `kind`"):
+        RunConfig().with_overrides({"model.kind": "ae"})
+    with pytest.raises(ConfigError, match=r"k_max outside any section; a run config has \[model\] and \[train\] \(an analysis"):
+        RunConfig.from_dict({"k_max": 4, "model": {}})
     with pytest.raises(ConfigError, match="`epochs` must be an integer. Received: epochs='many'"):
         RunConfig().with_overrides(parse_overrides(["epochs=many"]))
     with pytest.raises(ConfigError, match=r"--set epochs given twice \(epochs=3 and epochs=4\)"):  # never the last one silently

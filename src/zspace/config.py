@@ -542,6 +542,11 @@ class RunConfig:
             raise ConfigError(f"{source}: expected a table with [model] and [train] sections.")
         unknown = set(data) - set(_SECTIONS)
         if unknown:
+            scalars = sorted(k for k in unknown if not isinstance(data[k], dict))
+            if scalars:
+                raise ConfigError(f"{source}: {', '.join(scalars)} outside any section; a run config has [model] and "
+                                  f"[train] (an analysis or evaluation config? Those go to `zspace analyze --config` / "
+                                  f"`zspace evaluate --config`).")
             raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; expected [model] and [train].")
         return cls(**{name: section.from_dict(data.get(name, {}), source, f" in [{name}]")
                       for name, section in _SECTIONS.items()})

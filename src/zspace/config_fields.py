@@ -174,6 +174,9 @@ def toml_value(value: Any) -> str:
 
 
 def did_you_mean(key: str, known: Any) -> str:
+    section, dot, name = key.rpartition(".")
+    if dot and name in known:  # `model.kind`: fields are named without their section
+        return f"; fields are named without their section: `{name}`"
     close = difflib.get_close_matches(key, list(known), n=1)
     return f"; did you mean `{close[0]}`?" if close else f". Known fields: {', '.join(sorted(known))}"
 
