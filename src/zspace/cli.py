@@ -393,8 +393,9 @@ def reconstruct_files(
 ) -> None:
     """Your own images through the run's model: one row each of original, (input,) reconstruction, samples.
 
-    Each image is cropped and resized as `zspace prepare` does and converted to the run's channels; a
-    recolor run is given its grey version, a denoise run a copy with the run's noise (seeded).
+    Each image is cropped and resized as `zspace prepare` does, in the run's channels.
+
+    A recolor run is given its grey version, a denoise run a copy with the run's noise (seeded).
     """
     from zspace.analysis.encoding import resolve_epsilon_scale
     from zspace.generation.modes import check_grid_path
