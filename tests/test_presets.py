@@ -42,8 +42,16 @@ def test_presets_compared_with_each_other_share_one_network(family):
     paths = [p for p in RUN_PRESETS if p.name.startswith(family) and "z1600" not in p.name and "denoise" not in p.name
              and "pairs" not in p.name]
     assert len(paths) >= 3
-    ignored = {"kind", "kl_factor", "kl_method"}
+    ignored = {"kind", "kl_factor", "kl_method", "reconstruction_reduction"}  # the loss, not the network
     nets = {p.name: {k: v for k, v in load_config(p).model.resolved().to_dict().items() if k not in ignored}
             for p in paths}
     first = next(iter(nets.values()))
     assert all(net == first for net in nets.values()), nets
+
+
+def test_the_per_pixel_preset_is_the_sum_preset_rescaled():
+    """fashion-vae-per-pixel.toml claims exactly 1/(H W C) of fashion-vae.toml's loss: its KL weight must match."""
+    per_pixel, summed = (load_config(CONFIGS / name).model for name in ("fashion-vae-per-pixel.toml", "fashion-vae.toml"))
+    assert (per_pixel.reconstruction_reduction, summed.reconstruction_reduction) == ("mean", "sum")
+    h, w, c = per_pixel.input_shape
+    assert per_pixel.kl_factor * h * w * c == pytest.approx(summed.kl_factor, rel=1e-12)
