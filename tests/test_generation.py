@@ -155,6 +155,17 @@ def test_sharpen_series_of_one_factor_names_it_in_the_title_not_on_every_row():
     assert sharpen_series(Grid(images), [0.5]).title == "sharpness 0.5"
 
 
+def test_sharpening_leaves_the_given_images_of_a_reconstruction_grid_alone():
+    """Originals and targets are data, not decoder output: a series sharpens only the model's rows."""
+    images = np.random.default_rng(3).random((9, 8, 8, 1)).astype(np.float32)
+    grid = Grid(images, cols=3, row_labels=("input", "output", "target"), reference_rows=(0, 2))
+    for series in (sharpen_series(grid, [4]), sharpen_series(grid, [0, 4])):
+        block = series.images[-9:]
+        np.testing.assert_array_equal(block[:3], images[:3])
+        np.testing.assert_array_equal(block[6:], images[6:])
+        np.testing.assert_array_equal(block[3:6], sharpen(images[3:6], 4))
+
+
 def test_latent_plane_of_two_axes_or_the_first_two_principal_directions():
     rng = np.random.default_rng(0)
     codes = rng.normal(size=(2000, 4)) * [0.1, 3.0, 1.0, 0.1] + [5, 0, 0, 0]

@@ -160,7 +160,9 @@ def test_cli_prepare_pairs_train_encode_and_reconstruct(pairs_cache, tmp_path, c
     data = load_dataset(f"cache:{out}")
     codes = encode_run_images(run, "validation").codes["z"]
     np.testing.assert_allclose(codes, run.model.encode(data.x_test[:])["z"], atol=1e-5)  # the inputs, encoded
-    grid = reconstruction_grid(run, n=4).images
+    grid = reconstruction_grid(run, n=4)
+    assert grid.reference_rows == (0, 2)  # a sharpening series leaves inputs and targets as they are
+    grid = grid.images
     inputs, targets = data.x_test[:4], data.t_test[:4]
     np.testing.assert_array_equal(grid[0:4], inputs)                          # row 1: inputs
     np.testing.assert_allclose(grid[4:8], run.model.reconstruct(inputs), atol=1e-5)  # row 2: outputs

@@ -229,6 +229,7 @@ def test_what_ran_on_a_run_before_does_not_change_sampled_z(tmp_path):
     first = encode_run_images(run, "validation").codes["z"]
     run.model.encode(run.validation_images(50))  # advances the sampling noise
     np.testing.assert_array_equal(reconstruction_grid(run, 6).images, fresh)
+    assert reconstruction_grid(run, 6).reference_rows == (0,)  # the originals are never sharpened
     np.testing.assert_array_equal(encode_run_images(run, "validation").codes["z"], first)
     assert not np.array_equal(run.model.encode(run.validation_images(180))["z"], first)  # the noise does move
 

@@ -55,13 +55,15 @@ MAX_FIT_POINTS = 20_000
 @dataclass(frozen=True)
 class Grid:
     """Images to tile: ``images`` float32 (N, H, W, C) in [0, 1], ``cols`` per row (None: about square);
-    ``row_labels`` one per row (or none), ``col_labels`` one per column (or none), ``title`` above."""
+    ``row_labels`` one per row (or none), ``col_labels`` one per column (or none), ``title`` above;
+    ``reference_rows``: rows of given images (originals, targets) that a sharpening series leaves as they are."""
 
     images: np.ndarray
     cols: int | None = None
     row_labels: tuple[str, ...] = ()
     col_labels: tuple[str, ...] = ()
     title: str = ""
+    reference_rows: tuple[int, ...] = ()
 
     @property
     def n_cols(self) -> int:
@@ -96,15 +98,27 @@ def sharpen_series(grid: Grid, factors) -> Grid:
     factors = check_sharpen(factors)
     if len(factors) == 1:
         title = "; ".join(filter(None, (grid.title, f"sharpness {_num(factors[0])}")))
-        return replace(grid, images=sharpen(grid.images, factors[0]), title=title)
+        return replace(grid, images=_sharpened(grid, factors[0]), title=title)
     cols = grid.cols or len(grid.images)  # a grid without a layout of its own: one row per factor
     rows = math.ceil(len(grid.images) / cols)
     blank = np.ones((rows * cols - len(grid.images), *grid.images.shape[1:]), np.float32)  # a block's last row
-    images = np.concatenate([np.concatenate([sharpen(grid.images, f), blank]) for f in factors])
+    images = np.concatenate([np.concatenate([_sharpened(grid, f), blank]) for f in factors])
     base = grid.row_labels or ("",) * rows
     labels = tuple((f"sharpness {_num(f)}" if i == 0 or grid.row_labels else "") + (" · " if b else "") + b
                    for f in factors for i, b in enumerate(base))
     return replace(grid, images=images, cols=cols, row_labels=labels)
+
+
+def _sharpened(grid: Grid, factor: float) -> np.ndarray:
+    """The grid's images sharpened by ``factor``, except its reference rows (the given images)."""
+    images = sharpen(grid.images, factor)
+    if grid.reference_rows:
+        cols = grid.cols or len(grid.images)
+        kept = np.zeros(len(images), bool)
+        for row in grid.reference_rows:
+            kept[row * cols:(row + 1) * cols] = True
+        images[kept] = grid.images[kept]
+    return images
 
 
 def check_limits(limits) -> list[float]:
@@ -231,7 +245,7 @@ def reconstruction_grid(run, n: int, seed: int = 0) -> Grid:
         inputs, targets = targets, np.asarray(run.split.t_val[:len(targets)], dtype=np.float32)
     pairs = reconstruction_pairs(run.reset_noise(), targets, cols=len(targets), inputs=inputs)
     names = ("original", "reconstruction") if inputs is None else ("input", "output", "target")
-    return Grid(pairs, cols=len(targets), row_labels=names)
+    return Grid(pairs, cols=len(targets), row_labels=names, reference_rows=(0,) if inputs is None else (0, 2))
 
 
 def interpolation_grid(run, first: int, last: int, steps: int, seed: int = 0) -> Grid:
