@@ -22,6 +22,7 @@ __all__ = [
     "atomic_path",
     "atomic_save",
     "atomic_write_bytes",
+    "fsync_path",
     "atomic_write_text",
     "remove_stale_temporaries",
     "is_disk_full",
@@ -38,8 +39,9 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flushes a file or a folder (its entries: a rename into it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -89,7 +91,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except Exception as exc:
         if is_disk_full(exc):
             tmp.unlink(missing_ok=True)  # before measuring: the half-written file is not the user's

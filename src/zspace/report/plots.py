@@ -118,20 +118,11 @@ def plot_embedding(embedding, labels=None, title: str = "", label_names=()) -> F
     embedding = np.asarray(embedding)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     size = max(0.5, min(8.0, 4000 / max(len(embedding), 1)))
-    if labels is None:
-        ax.scatter(embedding[:, 0], embedding[:, 1], s=size, lw=0, alpha=0.6)
-    elif label_names and len(label_names) <= 20:
-        cmap = plt.get_cmap("tab10" if len(label_names) <= 10 else "tab20")
-        for i, name in enumerate(label_names):
-            chosen = labels == i
-            if chosen.any():
-                ax.scatter(embedding[chosen, 0], embedding[chosen, 1], s=size, lw=0, alpha=0.7, color=cmap(i),
-                           label=name)
+    if _scatter_classes(ax, embedding, labels, label_names, size):
         ax.legend(fontsize=6, markerscale=max(1.0, 6 / size), loc="upper left", bbox_to_anchor=(1.0, 1.0),
                   frameon=False)
-    else:
-        scatter = ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, s=size, lw=0, alpha=0.7, cmap="tab10")
-        fig.colorbar(scatter, ax=ax, fraction=0.04)
+    elif labels is not None:  # unnamed classes: a colour scale
+        fig.colorbar(ax.collections[-1], ax=ax, fraction=0.04)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -20,7 +20,7 @@ from typing import Any
 from zspace.config import RunConfig
 from zspace.errors import RunError
 from zspace.rundir import Run
-from zspace.storage import TEMP_PREFIX, atomic_write_text
+from zspace.storage import TEMP_PREFIX, atomic_write_text, fsync_path
 from zspace.training.callbacks import write_history
 from zspace.training.noise import noise_seed_after, set_noise_seed
 
@@ -125,23 +125,16 @@ def _build(out: Path, config: RunConfig, checkpoint: Path, epoch: int, history, 
         atomic_write_text(draft.origin_path, json.dumps(origin, indent=1))
         target = draft.checkpoint_path(epoch)
         shutil.copyfile(checkpoint, target)
-        _fsync(target)
-        _fsync(draft.checkpoints_dir)
-        _fsync(staging)
+        fsync_path(target)
+        fsync_path(draft.checkpoints_dir)
+        fsync_path(staging)
         try:
             os.rename(staging, out)  # replaces an empty folder; refuses one that filled up meanwhile
         except OSError as exc:
             raise RunError(f"--out {out}: cannot be made the new run ({exc.strerror or exc}); give a new, "
                            f"empty run directory.") from None
-        _fsync(out.parent)
+        fsync_path(out.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
