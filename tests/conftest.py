@@ -43,6 +43,15 @@ def tiny_run_config(run_dir: Path, **train_changes) -> RunConfig:
     return RunConfig(tiny_model_config(), TrainConfig(**{**train, **train_changes}))
 
 
+def train_ae_and_vae(root: Path, epochs: int) -> tuple[Path, Path]:
+    """Trains the tiny AE and VAE on digits into ``root/ae`` and ``root/vae``; returns the two run folders."""
+    from zspace.training import train
+
+    for kind in ("ae", "vae"):
+        train(tiny_run_config(root / kind, epochs=epochs).with_overrides({"kind": kind}))
+    return root / "ae", root / "vae"
+
+
 @pytest.fixture
 def images() -> np.ndarray:
     """16 seeded random 8x8x1 images in [0, 1]."""

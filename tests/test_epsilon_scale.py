@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_run_config
+from conftest import train_ae_and_vae
 from zspace import Run
 from zspace.analysis import analyze_run, encode_run_images
 from zspace.cli import app
@@ -16,7 +16,6 @@ from zspace.errors import ConfigError
 from zspace.evaluation.evaluate import EvaluationConfig, evaluate
 from zspace.generation import labelled_grid
 from zspace.report.build import RunReport, comparison_tables
-from zspace.training import train
 
 runner = CliRunner()
 QUICK_ANALYSIS = AnalysisConfig(tsne_sizes=(), k_min=2, k_max=4, kmeans_seeds=(0,), pca_subset=200)
@@ -25,10 +24,7 @@ QUICK_EVALUATION = EvaluationConfig(k=10, nll_images=40, hole_samples=200, sampl
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("epsilon")
-    for kind in ("ae", "vae"):
-        train(tiny_run_config(root / kind, epochs=1).with_overrides({"kind": kind}))
-    return root / "ae", root / "vae"
+    return train_ae_and_vae(tmp_path_factory.mktemp("epsilon"), epochs=1)
 
 
 def test_scale_zero_gives_mu_and_two_doubles_the_noise(runs):

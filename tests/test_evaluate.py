@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_run_config
+from conftest import tiny_run_config, train_ae_and_vae
 from zspace import Run
 from zspace.cli import app
 from zspace.evaluation.evaluate import reconstruction_quality
@@ -27,10 +27,7 @@ def fast(*extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate")
-    for kind in ("ae", "vae"):
-        train(tiny_run_config(root / kind, epochs=2).with_overrides({"kind": kind}))
-    return root / "ae", root / "vae"
+    return train_ae_and_vae(tmp_path_factory.mktemp("evaluate"), epochs=2)
 
 
 def test_evaluate_writes_strict_json_that_reads_back_as_records(runs):

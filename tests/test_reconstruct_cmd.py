@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_model_config, tiny_run_config
+from conftest import tiny_model_config, train_ae_and_vae
 from zspace import Run
 from zspace.cli import app
 from zspace.config import RunConfig, TrainConfig
@@ -21,10 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reconstruct")
-    for kind in ("ae", "vae"):
-        train(tiny_run_config(root / kind, epochs=1).with_overrides({"kind": kind}))
-    return root / "ae", root / "vae"
+    return train_ae_and_vae(tmp_path_factory.mktemp("reconstruct"), epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_run_config
+from conftest import train_ae_and_vae
 from zspace.cli import app
 from zspace.report.build import SECTIONS
-from zspace.training import train
 
 runner = CliRunner()
 FAST = ["--set", "k_max=12", "--set", "tsne_sizes=[300]", "--set", "pca_subset=300"]
@@ -19,11 +18,7 @@ FAST = ["--set", "k_max=12", "--set", "tsne_sizes=[300]", "--set", "pca_subset=3
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    for kind in ("ae", "vae"):
-        config = tiny_run_config(root / kind, epochs=2)
-        train(config.with_overrides({"kind": kind}))
-    return root / "ae", root / "vae"
+    return train_ae_and_vae(tmp_path_factory.mktemp("report"), epochs=2)
 
 
 def test_analyze_writes_json_and_arrays(runs):
