@@ -79,6 +79,11 @@ MAX_TSNE_ITERATIONS = 100_000
 MAX_CLUSTERS = 10_000
 """Largest k of the MiniBatchKMeans sweep (k_max): one fit per k and seed, each costing O(N k) per step."""
 
+MAX_PROJECTOR_POINTS = 50_000
+"""Most points ``zspace analyze --tensorboard`` writes for TensorBoard's Embedding Projector
+(projector_points): the projector's own PCA samples 50,000 points (its t-SNE 10,000, its UMAP 5,000), and
+the sprite of that many thumbnails must fit its 8192 x 8192 px limit (224 per row: 36 px each)."""
+
 
 RESIDUAL_KERNEL = 3
 """Kernel size of the two convolutions of a residual block (ResNet's 3x3; ``residual_blocks``)."""
@@ -471,6 +476,15 @@ class AnalysisConfig(Config):
     seed: int = _f("Seed of the subsets, clustering and t-SNE, in [0, 2**32).", 0)
     color_by: str = _f('Colour of the PCA / t-SNE points: "label", or an attribute name such as "Smiling".',
                        "label")
+    tensorboard: bool = _f(
+        "Also write TensorBoard Embedding Projector data into RUN/tensorboard (`zspace analyze --tensorboard`; "
+        "open it with `tensorboard --logdir RUN/tensorboard`, Projector tab): for projector_points of the analysed "
+        "points, a VAE's mu and z (an AE's z) as two tensors, metadata.tsv (point id, split, label, class name, "
+        "attributes) and a sprite of their images. Replaces the projector data of the previous analysis.", False)
+    projector_points: int = _f(
+        f"Most points written for the Embedding Projector (tensorboard = true): a seeded random subset (seed) when "
+        f"the analysis has more; at most {MAX_PROJECTOR_POINTS:,}.", 10_000,
+        positive(), at_most(MAX_PROJECTOR_POINTS))
 
     @property
     def ks(self) -> range:
