@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import shlex
 import sys
 import tempfile
 import traceback
@@ -237,10 +238,15 @@ def analyze(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set k_max=40.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset to encode instead of the run's (e.g. idx:DIR).")] = None,
     epsilon_scale: EpsilonScale = None,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", help="Also write TensorBoard Embedding Projector data (mu / z of up to projector_points "
+                              "points, labels, image sprite) into RUN/tensorboard; the same as --set "
+                              "tensorboard=true.")] = False,
 ) -> None:
     """Encode the run's dataset and write its analysis (records and arrays) into the run directory."""
     from zspace.analysis import analyze_run
     from zspace.analysis.encoding import resolve_epsilon_scale
+    from zspace.analysis.projector import tensorboard_dir
     from zspace.analysis.tables import format_radius_table
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.data import load_dataset
@@ -248,7 +254,13 @@ def analyze(
 
     with _clear_errors():
         base = AnalysisConfig.load(config) if config else AnalysisConfig()
-        analysis_config = base.with_overrides(parse_overrides(set_ or []))
+        overrides = parse_overrides(set_ or [])
+        if tensorboard:
+            if "tensorboard" in overrides:  # one of the two would silently win
+                raise ConfigError(f"--tensorboard and --set tensorboard={overrides['tensorboard']} both given; "
+                                  f"give one.")
+            overrides["tensorboard"] = True
+        analysis_config = base.with_overrides(overrides)
         target = Run.open(run, load_dataset(data) if data else None)
         resolve_epsilon_scale(target, epsilon_scale, "--epsilon-scale")
         a = analyze_run(target, analysis_config, epsilon_scale=epsilon_scale)
@@ -259,6 +271,10 @@ def analyze(
         typer.echo(format_radius_table(a))
         for note in a.notes:
             typer.echo(f"note: {note}")
+        if analysis_config.tensorboard:
+            logs = tensorboard_dir(target.root)
+            typer.echo(f"wrote Embedding Projector data of {min(a.n_points, analysis_config.projector_points)} "
+                       f"points into {logs}; open it with: tensorboard --logdir {shlex.quote(str(logs))}  (Projector tab)")
 
 
 @app.command()

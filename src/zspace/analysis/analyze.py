@@ -16,6 +16,8 @@ import numpy as np
 from zspace.analysis.clustering import inertia_sweep
 from zspace.analysis.encoding import encode_run_images
 from zspace.analysis.projection import DEFAULT_TSNE_ITERATIONS, pca_projection, tsne_projection
+from zspace.analysis.projector import (check_projector_target, check_projector_z_dim, point_images, projector_data,
+                                      tensorboard_dir, write_projector)
 from zspace.analysis.records import Analysis, AttributeSummary, PCASummary, RunInfo, TSNESummary
 from zspace.analysis.statistics import axis_stats, radius_stats, vae_internals
 from zspace.config import MAX_KEPT_TSNE_FITS, AnalysisConfig
@@ -143,9 +145,12 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
                 epsilon_scale: float | None = None) -> Analysis:
     """Encodes the run's images (``config.split``), analyses them and saves the result in the run.
 
+    With ``config.tensorboard`` it also writes TensorBoard Embedding Projector data of the analysed points
+    into ``RUN/tensorboard`` (:mod:`zspace.analysis.projector`), replacing the previous one.
+
     Args:
         run: a :class:`zspace.Run` (give it a dataset to analyse other images) or its directory.
-        save: False leaves the run directory untouched (a report only reads its runs).
+        save: False leaves the run directory untouched (a report only reads its runs; no projector data).
         epsilon_scale: VAE: z = mu + sigma * eps * epsilon_scale; None = the run's own. Recorded as
             ``run.epsilon_scale``; a saved analysis at another scale REPLACES the run's analysis.
     """
@@ -158,6 +163,9 @@ def analyze_run(run: Run | str | Path, config: AnalysisConfig = AnalysisConfig()
 
 def _analyze(run: Run, config: AnalysisConfig, save: bool, epsilon_scale: float | None = None) -> Analysis:
     check_color_by(config.color_by, run.data.attribute_names)  # before the encoding, which takes a while
+    if save and config.tensorboard:
+        check_projector_z_dim(run.config.model.z_dim)
+        check_projector_target(run.root)
     start = time.perf_counter()
     encoded = encode_run_images(run, config.split, config.batch_size, epsilon_scale)
     encode_seconds = round(time.perf_counter() - start, 3)
@@ -171,7 +179,12 @@ def _analyze(run: Run, config: AnalysisConfig, save: bool, epsilon_scale: float 
     if save:
         if config.tsne_keep_previous and run.has_analysis():
             analysis = _keep_previous_tsne(analysis, run)
+        # Built before anything is saved: a projector that cannot be made (non-finite points) leaves the run as it was.
+        projector = projector_data(analysis, lambda ids: point_images(run.split, encoded.split, ids),
+                                   config.projector_points, config.seed) if config.tensorboard else None
         run.save_analysis(analysis)
+        if projector is not None:
+            write_projector(tensorboard_dir(run.root), projector)
     return analysis
 
 
