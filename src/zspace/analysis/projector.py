@@ -197,7 +197,7 @@ def _square_thumbnail(image: np.ndarray, side: int):
     canvas = np.zeros((square, square, 3), dtype=np.uint8)
     top, left = (square - h) // 2, (square - w) // 2
     canvas[top:top + h, left:left + w] = image
-    picture = Image.fromarray(canvas, mode="RGB")
+    picture = Image.fromarray(canvas)  # uint8 (H, W, 3): RGB
     if square == side:
         return picture
     return picture.resize((side, side), Image.NEAREST if side > square else Image.BOX)
@@ -319,7 +319,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _write_sprite(path: Path, sprite: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray(sprite, mode="RGB").save(path, format="PNG")
+    Image.fromarray(sprite).save(path, format="PNG")
     fsync_path(path)
 
 
