@@ -33,7 +33,8 @@ TEMP_PREFIX = ".tmp-"
 MAX_TEMP_STEM_BYTES = 64  # of the final name's stem (and suffix) kept in a temporary's name
 
 
-def _umask() -> int:
+def process_umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it: Python has no getter)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -85,7 +86,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~process_umask())
     try:
         yield tmp
         with open(tmp, "rb+") as f:

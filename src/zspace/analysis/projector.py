@@ -43,7 +43,7 @@ from zspace.analysis.projection import random_subset
 from zspace.analysis.records import Analysis
 from zspace.config import MAX_PROJECTOR_POINTS
 from zspace.errors import ConfigError, DiskFullError, RunError
-from zspace.storage import TEMP_PREFIX, _umask, fsync_path, is_disk_full
+from zspace.storage import TEMP_PREFIX, fsync_path, is_disk_full, process_umask
 
 __all__ = ["MAX_SPRITE_PX", "MIN_THUMBNAIL_PX", "ProjectorData", "projector_data", "write_projector",
            "write_run_projector", "tensorboard_dir", "projector_config_path", "escape_tsv_field", "metadata_tsv",
@@ -373,7 +373,7 @@ def write_projector(log_dir: str | Path, data: ProjectorData) -> Path:
     final = assets / folder_id
     config_path = log_dir / CONFIG_NAME
     try:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the data from other users of the run
+        os.chmod(staging, 0o777 & ~process_umask())  # mkdtemp's 0700 would hide the data from other users of the run
         for name, points in data.tensors.items():
             _write_synced(staging / f"{name}.tsv", tensor_tsv(points).encode("ascii"))
         _write_synced(staging / METADATA_NAME, data.metadata.encode("utf-8"))
