@@ -450,6 +450,30 @@ def test_cli_port_in_use_is_one_line(run_dirs, capsys):
                                  f"choose another with --port P."]
 
 
+def test_connections_to_the_bound_socket_get_tcp_nodelay():
+    """Without TCP_NODELAY each response on a kept-alive connection waited 40 ms for the client's delayed ACK."""
+    sock = srv.bind_socket("127.0.0.1", 0)
+
+    async def nodelay_of_a_connection() -> int:
+        seen = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP,
+                                                                              socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)  # as uvicorn serves it
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(nodelay_of_a_connection()) != 0
+
+
 def raw_request(port: int, path: str, host: str) -> tuple[int, bytes]:
     """One HTTP/1.1 request over a plain socket, the path and Host header sent exactly as given."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

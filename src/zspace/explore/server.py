@@ -725,7 +725,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         RunError: the port is in use, or the address cannot be bound here (one line naming both).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections whose socket says TCP, and without
+    # it Nagle's algorithm holds each response's body until the client's delayed ACK (+40 ms per request on a
+    # kept-alive connection).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listener is not
         sock.bind((host.strip("[]"), port))
