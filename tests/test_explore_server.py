@@ -474,6 +474,41 @@ def test_connections_to_the_bound_socket_get_tcp_nodelay():
     assert asyncio.run(nodelay_of_a_connection()) != 0
 
 
+def test_an_unexpected_failure_is_a_json_500_without_a_traceback(explored):
+    run = explored[0]
+    original = run.image_of
+
+    def broken(p):
+        raise OSError("disk gone at /secret/path")
+
+    run.image_of = broken
+    try:
+        with TestClient(build_app(explored), base_url=BASE, raise_server_exceptions=False) as c:
+            response = c.get("/api/runs/0/image/1")
+    finally:
+        run.image_of = original
+    assert "OSError" in error_of(response, 500) and "/secret" not in response.text
+
+
+def test_cli_warns_on_stderr_for_a_bind_beyond_loopback(run_dirs, capsys, monkeypatch):
+    class NoServer:  # the command's real path up to uvicorn's loop, which is not entered
+        def run(self, sockets):
+            assert sockets[0].getsockname()[0] == "127.0.0.1"
+
+    monkeypatch.setattr(srv, "make_server", lambda app: NoServer())
+    monkeypatch.setattr(srv, "bind_socket", lambda host, port: socket.create_server(("127.0.0.1", 0)))
+    assert main(["explore", str(run_dirs["ae"]), "--host", "0.0.0.0"]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [srv.host_warning("0.0.0.0")]
+    assert out.splitlines()[0].startswith("zspace explore: http://127.0.0.1:") and "stopped" in out
+
+
+def test_cli_host_that_cannot_be_bound_is_one_line(run_dirs, capsys):
+    assert main(["explore", str(run_dirs["ae"]), "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot listen on no-such-host.invalid:0" in err[0]
+
+
 def raw_request(port: int, path: str, host: str) -> tuple[int, bytes]:
     """One HTTP/1.1 request over a plain socket, the path and Host header sent exactly as given."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
