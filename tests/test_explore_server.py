@@ -520,6 +520,31 @@ def raw_request(port: int, path: str, host: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
+def test_a_real_uvicorn_server_refuses_a_rebinding_host_and_traversal(explored):
+    """The app on uvicorn over a real socket (in a thread): what reaches the app is what a browser sends."""
+    sock = srv.bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = srv.make_server(build_app(explored))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert raw_request(port, "/api/runs", f"127.0.0.1:{port}")[0] == 200
+        status, body = raw_request(port, "/api/runs", f"rebound.attacker.example:{port}")
+        assert status == 400 and b"runs" not in body
+        for path in ["/static/../server.py", "/static/%2e%2e/server.py", "/static/%252e%252e/server.py",
+                     "/static/..%5cserver.py", "/..%2f..%2fetc/passwd"]:
+            assert raw_request(port, path, f"127.0.0.1:{port}")[0] == 404, path
+        with pytest.raises(RunError, match=f"port {port} on 127.0.0.1 is in use"):
+            srv.bind_socket("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 @pytest.mark.slow
 def test_the_real_server_from_the_cli(run_dirs):
     """`zspace explore` prints its URL, answers over HTTP, refuses a rebinding Host and traversal, stops on Ctrl-C."""
