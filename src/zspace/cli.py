@@ -518,6 +518,30 @@ def sweep(
         typer.echo(f"{len(result.runs)} runs in {out}: " + ", ".join(f"{n} {s}" for n, s in result.status.items()))
 
 
+@app.command()
+def explore(
+    runs: Runs,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: a free one).")] = 8050,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but 127.0.0.1 / localhost lets other "
+                                           "machines in (a warning says so).")] = "127.0.0.1",
+    compute: Annotated[bool, typer.Option("--compute", help="Runs without an analysis: encode and project (PCA) in "
+                                                            "memory; nothing is written.")] = False,
+) -> None:
+    """A local web page to move through the z-space of analysed runs: map, sliders, interpolation, prior samples.
+
+    Prints the URL; Ctrl-C stops it. The run directories are only read."""
+    from zspace.explore.server import bind_socket, open_runs, serve
+
+    with _clear_errors():
+        sock = bind_socket(host, port)  # first: a port in use is reported before the models load
+        try:
+            explored = open_runs(runs, compute=compute)
+        except BaseException:
+            sock.close()
+            raise
+        serve(explored, host, port, say=typer.echo, sock=sock)
+
+
 prepare_app = typer.Typer(help="Prepare a folder of images as a sharded uint8 cache for streaming training.",
                           no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
@@ -583,7 +607,7 @@ _STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::Initializ
                             r"STDERR|I0000 00:00:\d+\.\d+ +\d+ port\.cc:\d+\] oneDNN custom operations are on)")
 # Commands that run a model: they load Keras (and the backend) anyway.
 _KERAS_COMMANDS = {"train", "encode", "analyze", "evaluate", "generate", "reconstruct", "compare", "report", "demo",
-                   "sweep"}
+                   "sweep", "explore"}
 
 
 @contextlib.contextmanager
