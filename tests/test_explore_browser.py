@@ -132,16 +132,32 @@ def status_text(driver) -> str:
     return driver.find_element(By.ID, "status").text
 
 
-def image_bytes(driver, element_id: str) -> bytes:
-    """The bytes of the image an <img> shows (blob:, data: or server URL), read back inside the page."""
-    encoded = driver.execute_async_script(
-        """const [id, done] = arguments;
-        fetch(document.getElementById(id).src).then((r) => r.arrayBuffer()).then((buffer) => {
-          let text = ""; for (const b of new Uint8Array(buffer)) text += String.fromCharCode(b);
-          done(btoa(text));
-        }).catch((err) => done("error: " + err));""", element_id)
-    assert not encoded.startswith("error"), encoded
-    return base64.b64decode(encoded)
+PIXELS_JS = """
+const pixels = (source) => {  // RGBA of an <img> or ImageBitmap at its natural size, base64
+  const canvas = document.createElement("canvas");
+  canvas.width = source.naturalWidth || source.width;
+  canvas.height = source.naturalHeight || source.height;
+  const context = canvas.getContext("2d");
+  context.drawImage(source, 0, 0);
+  const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let text = ""; for (let i = 0; i < data.length; i += 1) text += String.fromCharCode(data[i]);
+  return `${canvas.width}x${canvas.height}:${btoa(text)}`;
+};
+"""
+
+
+def shown_pixels(driver, element_id: str) -> str:
+    """What an <img> shows: its size and RGBA pixels, read back inside the page."""
+    return driver.execute_script(PIXELS_JS + "return pixels(document.getElementById(arguments[0]));", element_id)
+
+
+def decoded_pixels(driver, run: int, z: list[float]) -> str:
+    """The pixels of the server's decode of z (fetched by the page, so through the page's origin)."""
+    return driver.execute_async_script(PIXELS_JS + """const [run, z, done] = arguments;
+        fetch(`/api/runs/${run}/decode`, {method: "POST", headers: {"Content-Type": "application/json"},
+                                         body: JSON.stringify({z})})
+          .then((r) => r.blob()).then(createImageBitmap).then((bitmap) => done(pixels(bitmap)))
+          .catch((err) => done(`error: ${err}`));""", run, z)
 
 
 def point_offset(driver, i: int) -> tuple[float, float]:
@@ -209,8 +225,8 @@ def test_click_decodes_and_sliders_move_the_image(page):
     assert not page.find_element(By.ID, "decoded").is_displayed()
     click_point(page, 20)
     assert page.find_element(By.ID, "decoded").is_displayed()
-    picked = image_bytes(page, "decoded")
-    assert picked.startswith(b"\x89PNG")
+    picked = shown_pixels(page, "decoded")
+    assert picked.startswith("192x192:")  # enlarged 8x8 digits
     assert "nearest" in page.find_element(By.ID, "picked-info").text
 
     slider = page.find_element(By.ID, "pc-0")
@@ -220,14 +236,14 @@ def test_click_decodes_and_sliders_move_the_image(page):
     wait_for(page, "return window.zspaceExplorer.state.stats.decodeShown > arguments[0]", shown)
     wait_idle(page)
     assert page.find_element(By.CSS_SELECTOR, "#pc-0 + output").text == "+1.00 σ"
-    moved = image_bytes(page, "decoded")
+    moved = shown_pixels(page, "decoded")
     assert moved != picked
 
     shown = decodes_shown(page)
     page.find_element(By.ID, "reset-sliders").click()
     wait_for(page, "return window.zspaceExplorer.state.stats.decodeShown > arguments[0]", shown)
     wait_idle(page)
-    assert image_bytes(page, "decoded") == picked  # back at z0: the same decode
+    assert shown_pixels(page, "decoded") == picked  # back at z0: the same decode
     assert console_errors(page) == []
 
 
@@ -249,13 +265,9 @@ def test_fast_sliding_keeps_one_decode_in_flight_and_ends_on_the_latest(page):
     wait_idle(page)
     requests = page.execute_script("return window.zspaceExplorer.state.stats.decodeSent") - sent
     assert 1 <= requests <= 2  # the first move, then only the latest (value +2)
-    latest = page.execute_async_script(
-        """const done = arguments[0], e = window.zspaceExplorer;
-        fetch(`/api/runs/0/decode`, {method: "POST", headers: {"Content-Type": "application/json"},
-              body: JSON.stringify({z: e.currentZ()})})
-          .then((r) => r.arrayBuffer()).then((b) => done(btoa(String.fromCharCode(...new Uint8Array(b)))));""")
+    latest = decoded_pixels(page, 0, page.execute_script("return window.zspaceExplorer.currentZ()"))
     assert page.find_element(By.CSS_SELECTOR, "#pc-1 + output").text == "+2.00 σ"
-    assert image_bytes(page, "decoded") == base64.b64decode(latest)
+    assert shown_pixels(page, "decoded") == latest
     assert console_errors(page) == []
 
 
@@ -330,11 +342,12 @@ def test_prior_samples_are_marked_on_the_map(page):
 
 def test_two_runs_side_by_side_and_the_run_selector(page):
     click_point(page, 42)
-    wait_for(page, """return [...document.querySelectorAll("#compare img")].length === 1 + 2 * (1 + 5)
+    wait_for(page, """return [...document.querySelectorAll("#compare img")].length === 2 * (1 + 5)
                       && [...document.querySelectorAll("#compare img, #compare-info img")]
                          .every((i) => i.complete && i.naturalWidth > 0)""")
     rows = page.find_elements(By.CSS_SELECTOR, ".compare-run")
-    assert [row.find_element(By.CLASS_NAME, "compare-name").text for row in rows] == ["ae (AE)", "vae (VAE)"]
+    names = [row.find_element(By.CLASS_NAME, "compare-name").text.split("\n") for row in rows]
+    assert names == [["ae", "AE, z 3"], ["vae", "VAE, z 3"]]
     point = page.execute_script("return window.zspaceExplorer.state.pick.nearest")
     decodes = [row.find_element(By.CLASS_NAME, "compare-decoded").get_attribute("src") for row in rows]
     assert decodes[0].endswith(f"/api/runs/0/reconstruction/{point}")

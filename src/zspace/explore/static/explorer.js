@@ -25,6 +25,7 @@
     runs: [], comparable: false, run: 0,
     map: null,          // {x, y, index, color, color_names} of the current run
     view: null,         // data -> pixel transform of the map
+    pointsLayer: null,  // offscreen canvas of the points at the current size
     hover: -1,          // index into map arrays of the hovered point, -1 for none
     cursor: null,       // keyboard cursor on the map, CSS pixels {px, py}
     pick: null,         // {z0, x, y, neighbours, weights, nearest, source}
@@ -198,14 +199,15 @@
     canvas.height = Math.round(size * ratio);
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     state.view = state.map ? fitView(state.map, size) : null;
+    state.pointsLayer = null;
     drawMap();
   }
 
   /** Equal scale on both axes (distances on the map mean the same in x and y), centred, with a margin. */
   function fitView(map, size) {
     const pad = 14;
-    const [x0, x1] = [Math.min(...map.x), Math.max(...map.x)];
-    const [y0, y1] = [Math.min(...map.y), Math.max(...map.y)];
+    const [x0, x1] = extent(map.x);
+    const [y0, y1] = extent(map.y);
     const scale = (size - 2 * pad) / Math.max(x1 - x0, y1 - y0, 1e-9);
     const cx = (x0 + x1) / 2;
     const cy = (y0 + y1) / 2;
@@ -216,31 +218,58 @@
     };
   }
 
+  /** [min, max] of an array (a loop: spreading 100,000 values into Math.min overflows the call stack). */
+  function extent(values) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    return [lo, hi];
+  }
+
   /** CSS pixel position of map point i inside the canvas (tests hover and click with it). */
   function pointPixel(i) {
     const [px, py] = state.view.toPx(state.map.x[i], state.map.y[i]);
     return { px, py };
   }
 
+  const pointRadius = () => {
+    const n = state.map.index.length;
+    return n > 3000 ? 1.8 : n > 800 ? 2.4 : 3.2;
+  };
+
+  /** The points alone, drawn once per map and size into an offscreen canvas (hovering only redraws marks). */
+  function drawPointsLayer() {
+    const { size } = state.view;
+    const ratio = canvas.width / size;
+    const layer = document.createElement("canvas");
+    layer.width = canvas.width;
+    layer.height = canvas.height;
+    const g = layer.getContext("2d");
+    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    g.fillStyle = "#fff";
+    g.fillRect(0, 0, size, size);
+    const map = state.map;
+    const radius = pointRadius();
+    g.globalAlpha = 0.8;
+    for (let i = 0; i < map.index.length; i += 1) {
+      const [px, py] = state.view.toPx(map.x[i], map.y[i]);
+      g.fillStyle = map.color ? colourOf(map.color[i]) : "#4a6fa5";
+      g.beginPath();
+      g.arc(px, py, radius, 0, 2 * Math.PI);
+      g.fill();
+    }
+    state.pointsLayer = layer;
+  }
+
   function drawMap() {
     const view = state.view;
     if (!view) return;
-    const { size } = view;
-    ctx.clearRect(0, 0, size, size);
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, size, size);
-    const map = state.map;
-    const n = map.index.length;
-    const radius = n > 3000 ? 1.8 : n > 800 ? 2.4 : 3.2;
-    ctx.globalAlpha = 0.8;
-    for (let i = 0; i < n; i += 1) {
-      const [px, py] = view.toPx(map.x[i], map.y[i]);
-      ctx.fillStyle = map.color ? colourOf(map.color[i]) : "#4a6fa5";
-      ctx.beginPath();
-      ctx.arc(px, py, radius, 0, 2 * Math.PI);
-      ctx.fill();
-    }
-    ctx.globalAlpha = 1;
+    if (!state.pointsLayer) drawPointsLayer();
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(state.pointsLayer, 0, 0);
+    ctx.restore();
+    const radius = pointRadius();
     drawPriorMarks();
     drawPick();
     drawEnds();
@@ -295,15 +324,18 @@
     }
   }
 
-  /** Prior samples sit on their nearest encoded point; the ring grows with the z-distance to it (the hole). */
+  /**
+   * Prior samples sit on their nearest encoded point; the ring grows with the z-distance to it (the hole):
+   * in units of the encoded images' typical spacing when the server gives it, else relative to the farthest.
+   */
   function drawPriorMarks() {
     const prior = state.prior;
     if (!prior) return;
-    const scale = Math.max(...prior.distances, 1e-9);
+    const unit = prior.reference_distance > 0 ? prior.reference_distance : Math.max(...prior.distances, 1e-9) / 4;
     prior.x.forEach((x, i) => {
       if (x === null || prior.y[i] === null) return;
       const [px, py] = state.view.toPx(x, prior.y[i]);
-      const r = 4 + 10 * (prior.distances[i] / scale);
+      const r = 4 + Math.min(3 * (prior.distances[i] / unit), 14);
       ring(px, py, r, "#fff", 4);
       ring(px, py, r, "#c2185b", 2);
       ctx.fillStyle = "#c2185b";
@@ -676,8 +708,10 @@
     const sorted = [...prior.distances].sort((p, q) => p - q);
     const median = sorted[Math.floor(sorted.length / 2)];
     const what = prior.dist === "uniform" ? `uniform, r = ${prior.r.toFixed(2)}` : "N(0, I)";
+    const spacing = prior.reference_distance > 0
+      ? ` (encoded images are typically ${prior.reference_distance.toFixed(2)} apart)` : "";
     $("prior-summary").textContent = `${prior.images.length} samples from ${what}. z-distance to the nearest `
-      + `encoded image: median ${median.toFixed(2)}, max ${sorted[sorted.length - 1].toFixed(2)}. `
+      + `encoded image: median ${median.toFixed(2)}, max ${sorted[sorted.length - 1].toFixed(2)}${spacing}. `
       + "Ringed on the map at that image; bigger ring = farther (a hole).";
     $("prior-clear").disabled = false;
     drawMap();
@@ -718,7 +752,10 @@
       row.className = "compare-run";
       const name = document.createElement("span");
       name.className = "compare-name";
-      name.textContent = `${run.name} (${run.kind.toUpperCase()})`;
+      name.title = `${run.name}: ${run.kind.toUpperCase()}, z_dim ${run.z_dim}`;
+      const kind = document.createElement("small");
+      kind.textContent = `${run.kind.toUpperCase()}, z ${run.z_dim}`;
+      name.append(run.name, kind);
       const decoded = Object.assign(document.createElement("img"), {
         src: runPath(run.id, `reconstruction/${id}`), alt: `Image #${id} decoded by ${run.name}`,
         className: "compare-decoded",
