@@ -29,9 +29,7 @@ import io
 import json
 import math
 import socket
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zspace.errors import ConfigError, RunError, ZspaceError
+from zspace.errors import ConfigError, RunError
 from zspace.explore import space
 from zspace.model_size import env_limit
 
@@ -62,7 +60,6 @@ DECODE_SIDE = 192
 """Decoded images are enlarged (nearest neighbour, a whole factor) to at least this many pixels a side."""
 IMAGE_SIDE = 96
 """Real images: at least this many pixels a side."""
-MAP_KEY = "map"
 _STATIC = {  # URL path -> (packaged file, media type): the only files the server ever reads for a request
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/explorer.js": ("explorer.js", "text/javascript; charset=utf-8"),
@@ -234,6 +231,11 @@ class ExploredRun:
     root: Path | None = None
     computed: bool = False
     map_row: dict[int, int] = field(default_factory=dict)
+    map_codes: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.map_row = {int(p): i for i, p in enumerate(self.map_index)}
+        self.map_codes = np.ascontiguousarray(self.codes[self.map_index])
 
     @property
     def n_points(self) -> int:
@@ -353,7 +355,6 @@ def prepare_run(run, compute: bool = False, decode_method: str = "jit", warm: bo
         attributes=space.attribute_directions(attribute_names, analysis.arrays.get("attribute_vectors")),
         max_norm=space.max_norm(codes, radius), prior_radius=radius, image_of=_image_reader(run, split),
         decoder=decoder, compare_key=compare_key, root=run.root, computed=not run.has_analysis(),
-        map_row={int(p): i for i, p in enumerate(index)},
     )
 
 
@@ -613,7 +614,7 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
         data = await body_of(request)
         at = (number(data, "x"), number(data, "y"))
         k = integer(data, "k", 1, MAX_NEIGHBOURS, 8)
-        z, rows, weights = space.blend_nearest(run.map_xy, run.codes[run.map_index], at, k)
+        z, rows, weights = space.blend_nearest(run.map_xy, run.map_codes, at, k)
         return JSONResponse({"z": z.tolist(), "neighbours": run.map_index[rows].tolist(), "weights": weights.tolist()})
 
     async def decode(request: Request) -> Response:
@@ -656,8 +657,7 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
             images = run.decoder(z)
             return images, space.nearest_neighbours(run.codes, z, 1)
         images, (nearest, distances) = await gate.run(work)
-        on_map = run.map_index
-        map_nearest, _ = space.nearest_neighbours(run.codes[on_map], z, 1)
+        map_nearest, _ = space.nearest_neighbours(run.map_codes, z, 1)
         xy = run.map_xy[map_nearest[:, 0]]
         return JSONResponse({
             "z": z.tolist(),
@@ -702,6 +702,7 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host), www_redirect=False),
                   Middleware(_Limits, max_body=max_body)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: error})
+    app.router.redirect_slashes = False  # "/static/explorer.js/" is no file: 404, not a redirect to one
     app.state.gate = gate
     return app
 
@@ -746,23 +747,35 @@ def url_of(host: str, port: int) -> str:
     return f"http://[{shown.strip('[]')}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
+def host_warning(host: str) -> str | None:
+    """The warning line for a bind address other than loopback, else None."""
+    if _is_loopback(host):
+        return None
+    return (f"warning: listening on {host}, not 127.0.0.1: other machines on the network can reach the explorer "
+            f"(and decode with your models); use --host 127.0.0.1 unless you mean that.")
+
+
+def make_server(app):
+    """A uvicorn server of ``app`` (quiet: warnings only, no access log); run it with ``.run(sockets=[sock])``."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
+                            timeout_graceful_shutdown=2)
+    return uvicorn.Server(config)
+
+
 def serve(runs: list[ExploredRun], host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           say: Callable[[str], None] = print, sock: socket.socket | None = None) -> None:
     """Serves ``runs`` until Ctrl-C (or SIGTERM); prints the URL first.
 
     The socket is bound here (not by uvicorn) so that a port in use is one :class:`RunError` line.
     """
-    import uvicorn
-
-    if not _is_loopback(host):
-        say(f"warning: listening on {host}, not 127.0.0.1: other machines on the network can reach the explorer "
-            f"(and decode with your models).")
+    warning = host_warning(host)
+    if warning:
+        say(warning)
     sock = sock or bind_socket(host, port)
     port = sock.getsockname()[1]
-    app = build_app(runs, host)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                            timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    server = make_server(build_app(runs, host))
     say(f"zspace explore: {url_of(host, port)}  (Ctrl-C stops it)")
     try:
         server.run(sockets=[sock])

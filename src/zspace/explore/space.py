@@ -11,15 +11,15 @@ import math
 import numpy as np
 
 __all__ = ["blend_nearest", "pca_directions", "attribute_directions", "interpolate", "slerp", "prior_samples",
-           "nearest_neighbours", "max_norm", "prior_radius", "check_z", "BLEND_EPS", "NEIGHBOUR_CHUNK",
+           "nearest_neighbours", "max_norm", "prior_radius", "check_z", "BLEND_EPS", "NEIGHBOUR_BLOCK_FLOATS",
            "MAX_NORM_FACTOR", "MAX_NORM_MARGIN", "PRIOR_RADIUS_FLOOR"]
 
 BLEND_EPS = 1e-6
 """Added to map distances before inverting them (weights 1 / (distance + BLEND_EPS)); a click closer to a point
 than this is ON that point and returns its z alone."""
-NEIGHBOUR_CHUNK = 1024
-"""Queries per block of the exact nearest-neighbour search: the distance block is NEIGHBOUR_CHUNK x n floats
-(80 MB for n = 10,000 at float64), whatever the number of queries."""
+NEIGHBOUR_BLOCK_FLOATS = 4 * 2**20
+"""Distances per block of the exact nearest-neighbour search (16 MiB of float32): queries go in blocks of
+NEIGHBOUR_BLOCK_FLOATS // n, whatever their number."""
 MAX_NORM_FACTOR = 4.0
 """The largest |z| the explorer accepts is at least this multiple of the largest encoded radius."""
 MAX_NORM_MARGIN = 8.0
@@ -140,25 +140,30 @@ def prior_samples(dist: str, n: int, z_dim: int, r: float = 1.0, seed: int = 0) 
 def nearest_neighbours(points: np.ndarray, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest ``points`` (n, d) of each of ``queries`` (m, d), by L2 distance in z-space.
 
-    Searched in blocks of :data:`NEIGHBOUR_CHUNK` queries, so memory stays NEIGHBOUR_CHUNK x n floats.
+    Computed in float32, a block of queries at a time: each distance block holds at most
+    :data:`NEIGHBOUR_BLOCK_FLOATS` values (at least one query per block), so memory stays bounded however
+    many points and queries there are (the points are not copied when they are float32 already).
 
     Returns:
-        indices (m, k) into ``points``, nearest first, and their distances (m, k) (float64).
+        indices (m, k) into ``points``, nearest first, and their distances (m, k) float64; k is at most n.
     """
-    points = np.asarray(points, np.float64)
-    queries = np.asarray(queries, np.float64)
-    k = max(1, min(int(k), len(points)))
-    squared = (points * points).sum(axis=1)
+    points = np.asarray(points, np.float32)
+    queries = np.asarray(queries, np.float32)
+    n = len(points)
+    k = max(1, min(int(k), n))
+    squared = np.einsum("ij,ij->i", points, points)
+    rows = max(1, NEIGHBOUR_BLOCK_FLOATS // max(n, 1))
     indices = np.empty((len(queries), k), np.int64)
     distances = np.empty((len(queries), k))
-    for start in range(0, len(queries), NEIGHBOUR_CHUNK):
-        q = queries[start:start + NEIGHBOUR_CHUNK]
-        d2 = np.maximum(squared[None, :] - 2.0 * q @ points.T + (q * q).sum(axis=1)[:, None], 0.0)
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(points) else np.tile(np.arange(k), (len(q), 1))
+    for start in range(0, len(queries), rows):
+        q = queries[start:start + rows]
+        d2 = squared[None, :] - 2.0 * (q @ points.T)
+        d2 += np.einsum("ij,ij->i", q, q)[:, None]
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(q), 1))
         order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
         chosen = np.take_along_axis(part, order, axis=1)
         indices[start:start + len(q)] = chosen
-        distances[start:start + len(q)] = np.sqrt(np.take_along_axis(d2, chosen, axis=1))
+        distances[start:start + len(q)] = np.sqrt(np.maximum(np.take_along_axis(d2, chosen, axis=1), 0.0))
     return indices, distances
 
 
@@ -201,7 +206,8 @@ def check_z(value, z_dim: int, limit: float) -> np.ndarray:
         z = np.full(1, np.inf)
     if not np.isfinite(z).all():
         raise ValueError("z must be finite (no NaN or infinity)")
-    norm = float(np.linalg.norm(z))
+    largest = float(np.abs(z).max()) if len(z) else 0.0
+    norm = largest if largest > limit else float(np.linalg.norm(z))  # a huge component would overflow the norm
     if norm > limit:
         raise ValueError(f"|z| = {norm:.4g} is above the largest accepted norm {limit:.4g} (see /api/runs max_norm)")
     return z.astype(np.float32)
