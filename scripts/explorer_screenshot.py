@@ -7,8 +7,9 @@ serves them, drives Debian's headless Chromium to a telling state and saves the 
     # runs you already have (analysed or not)
     python scripts/explorer_screenshot.py runs/fashion-ae runs/fashion-vae --out explorer.png
 
-The state: two points picked and interpolated (A -> B), a third point picked and moved along the first
-principal directions by the sliders, ten N(0, I) samples ringed on the map, one point hovered. Needs the
+The state: two points picked and interpolated (A -> B: the first class to the last), a third point picked
+(class 3) and moved along the first two principal directions by the sliders, ten N(0, I) samples ringed on
+the map, one point hovered (class 8). Needs the
 packages `chromium` and `chromium-driver` (nothing is downloaded).
 """
 
@@ -166,12 +167,12 @@ def drive(driver, url: str, map_run: int) -> bytes:
     until("const s = document.getElementById('strip'); return !s.hidden && s.complete && s.naturalWidth > 0")
     driver.find_element(By.ID, "prior-sample").click()
     until("return document.querySelectorAll('#prior-strip img').length > 0")
-    pick(point_of_colour(n_colours // 2) if n_colours else 2)
-    set_slider("pc-0", 1.2)
-    set_slider("pc-1", -0.8)
+    pick(point_of_colour(min(3, n_colours - 1)) if n_colours else 2)  # Fashion-MNIST: a dress
+    set_slider("pc-0", 0.8)
+    set_slider("pc-1", -0.6)
     until("""return [...document.querySelectorAll('img')].filter((i) => !i.hidden && i.src)
                      .every((i) => i.complete && i.naturalWidth > 0)""")
-    hovered = point_of_colour(1 if n_colours > 1 else 0, rank=3)
+    hovered = point_of_colour(8 if n_colours > 8 else 0, rank=3)  # Fashion-MNIST: a bag
     move_to(hovered).perform()
     until("""const img = document.getElementById('tooltip-img');
              return !document.getElementById('tooltip').hidden && img.complete && img.naturalWidth > 0""")

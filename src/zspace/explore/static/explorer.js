@@ -34,6 +34,7 @@
     prior: null,        // the last /prior answer, with dist
     priorSeed: 0,
     decodedBlob: null,
+    clipped: false,     // the last currentZ() was shrunk onto the server's |z| bound
     generation: 0,      // bumped on every run switch / new pick: answers for older ones are dropped
     stats: { decodeSent: 0, decodeShown: 0, priorSent: 0, retries: 0 },
   };
@@ -310,9 +311,9 @@
     const pick = state.pick;
     if (!pick || pick.x === null || pick.x === undefined) return;
     const [px, py] = state.view.toPx(pick.x, pick.y);
-    ring(px, py, 9, "#fff", 5);
-    ring(px, py, 9, "#111", 2);
-    cross(px, py, 4, "#111");
+    ring(px, py, 11, "#fff", 6);
+    ring(px, py, 11, "#111", 2.5);
+    cross(px, py, 5, "#111");
   }
 
   function drawEnds() {
@@ -402,6 +403,9 @@
     return [event.clientX - box.left, event.clientY - box.top];
   }
 
+  $("tooltip-img").addEventListener("error", (event) => {
+    fail("loading the hovered image", new Error(`${event.target.getAttribute("src")} did not load`));
+  });
   canvas.addEventListener("mousemove", (event) => hoverAt(...eventPixel(event)));
   canvas.addEventListener("mouseleave", () => {
     $("tooltip").hidden = true;
@@ -452,10 +456,16 @@
     resetSliderValues();
     for (const id of ["set-a", "set-b", "reset-sliders"]) $(id).disabled = false;
     $("sliders").disabled = false;
-    describePick();
-    decoder.push({ generation: state.generation, z: currentZ() });
+    decodeCurrent();
     drawMap();
     showComparison(pick.nearest);
+  }
+
+  /** Decodes the picked z moved by the sliders (coalesced) and says what is shown. */
+  function decodeCurrent() {
+    const z = currentZ();
+    describePick();
+    decoder.push({ generation: state.generation, z });
   }
 
   function describePick() {
@@ -470,6 +480,7 @@
     }
     const moved = sliderOffsets().some((v) => v !== 0);
     if (moved) info.textContent += " Moved by the sliders.";
+    if (state.clipped) info.textContent += ` |z| held at the server's bound ${currentRun().max_norm.toFixed(1)}.`;
   }
 
   function labelOf(id) {
@@ -536,8 +547,7 @@
     input.addEventListener("input", () => {
       output.textContent = format(Number(input.value));
       if (!state.pick) return;
-      describePick();
-      decoder.push({ generation: state.generation, z: currentZ() });
+      decodeCurrent();
     });
     input.addEventListener("dblclick", () => { input.value = "0"; input.dispatchEvent(new Event("input")); });
     row.append(label, input, output);
@@ -569,14 +579,14 @@
     });
     const norm = Math.hypot(...z);
     const bound = currentRun().max_norm * 0.999;
-    return norm > bound ? z.map((v) => (v * bound) / norm) : z;
+    state.clipped = norm > bound;
+    return state.clipped ? z.map((v) => (v * bound) / norm) : z;
   }
 
   $("reset-sliders").addEventListener("click", () => {
     if (!state.pick) return;
     resetSliderValues();
-    describePick();
-    decoder.push({ generation: state.generation, z: currentZ() });
+    decodeCurrent();
   });
 
   function resetPickPanels() {
@@ -626,12 +636,12 @@
     if (!state.a || !state.b) return;
     const steps = clampInt($("steps"), 2, 16);
     const mode = $("spherical").checked ? "spherical" : "linear";
-    const generation = state.generation;
+    const run = state.run;
     const button = $("interpolate");
     button.disabled = true;
     try {
       const blob = await postBlob(runPath(state.run, "interpolate"), { a: state.a.z, b: state.b.z, steps, mode });
-      if (generation !== state.generation && !state.a) return;
+      if (run !== state.run || !state.a || !state.b) return;  // the run was switched meanwhile
       const strip = $("strip");
       const old = strip.src;
       strip.src = URL.createObjectURL(blob);
