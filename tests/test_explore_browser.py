@@ -251,8 +251,10 @@ def test_keyboard_alone_picks_a_spot(page):
     page.find_element(By.ID, "map").send_keys(Keys.ARROW_LEFT, Keys.ARROW_UP, Keys.ENTER)
     wait_for(page, "return window.zspaceExplorer.state.stats.decodeShown > 0")
     assert page.find_element(By.ID, "decoded").is_displayed()
+    assert page.find_element(By.ID, "a-info").text == "A: —"
     page.find_element(By.ID, "set-a").send_keys(Keys.ENTER)  # buttons answer the keyboard
-    assert page.find_element(By.ID, "a-info").text.startswith("A:")
+    nearest = page.execute_script("return window.zspaceExplorer.state.pick.nearest")
+    assert page.find_element(By.ID, "a-info").text.split() == ["A:", "near", f"#{nearest}"]
     assert console_errors(page) == []
 
 
@@ -355,8 +357,7 @@ def test_two_runs_side_by_side_and_the_run_selector(page):
 
     ae_map = canvas_pixels(page)
     Select(page.find_element(By.ID, "run-select")).select_by_visible_text("vae (VAE)")
-    wait_for(page, "return document.body.dataset.ready !== '1' && window.zspaceExplorer.state.run === 1")
-    wait_for(page, "return window.zspaceExplorer.state.map !== null")
+    wait_for(page, "const s = window.zspaceExplorer.state; return s.run === 1 && s.map !== null")
     assert canvas_pixels(page) != ae_map  # the VAE's own t-SNE
     assert "VAE" in page.find_element(By.ID, "run-info").text
     assert console_errors(page) == []
