@@ -450,6 +450,65 @@ def test_cli_port_in_use_is_one_line(run_dirs, capsys):
                                  f"choose another with --port P."]
 
 
+def test_connections_to_the_bound_socket_get_tcp_nodelay():
+    """Without TCP_NODELAY each response on a kept-alive connection waited 40 ms for the client's delayed ACK."""
+    sock = srv.bind_socket("127.0.0.1", 0)
+
+    async def nodelay_of_a_connection() -> int:
+        seen = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP,
+                                                                              socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)  # as uvicorn serves it
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(nodelay_of_a_connection()) != 0
+
+
+def test_an_unexpected_failure_is_a_json_500_without_a_traceback(explored):
+    run = explored[0]
+    original = run.image_of
+
+    def broken(p):
+        raise OSError("disk gone at /secret/path")
+
+    run.image_of = broken
+    try:
+        with TestClient(build_app(explored), base_url=BASE, raise_server_exceptions=False) as c:
+            response = c.get("/api/runs/0/image/1")
+    finally:
+        run.image_of = original
+    assert "OSError" in error_of(response, 500) and "/secret" not in response.text
+
+
+def test_cli_warns_on_stderr_for_a_bind_beyond_loopback(run_dirs, capsys, monkeypatch):
+    class NoServer:  # the command's real path up to uvicorn's loop, which is not entered
+        def run(self, sockets):
+            assert sockets[0].getsockname()[0] == "127.0.0.1"
+
+    monkeypatch.setattr(srv, "make_server", lambda app: NoServer())
+    monkeypatch.setattr(srv, "bind_socket", lambda host, port: socket.create_server(("127.0.0.1", 0)))
+    assert main(["explore", str(run_dirs["ae"]), "--host", "0.0.0.0"]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [srv.host_warning("0.0.0.0")]
+    assert out.splitlines()[0].startswith("zspace explore: http://127.0.0.1:") and "stopped" in out
+
+
+def test_cli_host_that_cannot_be_bound_is_one_line(run_dirs, capsys):
+    assert main(["explore", str(run_dirs["ae"]), "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot listen on no-such-host.invalid:0" in err[0]
+
+
 def raw_request(port: int, path: str, host: str) -> tuple[int, bytes]:
     """One HTTP/1.1 request over a plain socket, the path and Host header sent exactly as given."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -459,6 +518,31 @@ def raw_request(port: int, path: str, host: str) -> tuple[int, bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def test_a_real_uvicorn_server_refuses_a_rebinding_host_and_traversal(explored):
+    """The app on uvicorn over a real socket (in a thread): what reaches the app is what a browser sends."""
+    sock = srv.bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = srv.make_server(build_app(explored))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert raw_request(port, "/api/runs", f"127.0.0.1:{port}")[0] == 200
+        status, body = raw_request(port, "/api/runs", f"rebound.attacker.example:{port}")
+        assert status == 400 and b"runs" not in body
+        for path in ["/static/../server.py", "/static/%2e%2e/server.py", "/static/%252e%252e/server.py",
+                     "/static/..%5cserver.py", "/..%2f..%2fetc/passwd"]:
+            assert raw_request(port, path, f"127.0.0.1:{port}")[0] == 404, path
+        with pytest.raises(RunError, match=f"port {port} on 127.0.0.1 is in use"):
+            srv.bind_socket("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 @pytest.mark.slow

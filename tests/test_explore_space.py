@@ -56,9 +56,17 @@ def test_pca_directions_are_orthonormal_and_carry_the_data_spread():
     assert np.all(directions[np.arange(4), np.abs(directions).argmax(1)] > 0)  # one sign, whatever SVD returns
 
 
-def test_pca_directions_stop_at_the_rank():
+def test_pca_directions_stop_at_the_directions_the_points_span():
     directions, std = space.pca_directions(np.random.default_rng(0).normal(size=(3, 8)), 8)
-    assert len(directions) == len(std) == 3
+    assert len(directions) == len(std) == 2  # three points span a plane
+
+
+def test_pca_directions_in_blocks_equal_one_block(monkeypatch):
+    z = np.random.default_rng(1).normal(size=(1000, 5)) * [3, 2, 1, 0.5, 0.2] + 7
+    whole = space.pca_directions(z, 3)
+    monkeypatch.setattr(space, "PCA_BLOCK_ROWS", 64)
+    for a, b in zip(whole, space.pca_directions(z, 3)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @settings(max_examples=40, deadline=None)

@@ -539,7 +539,7 @@ def explore(
         except BaseException:
             sock.close()
             raise
-        serve(explored, host, port, say=typer.echo, sock=sock)
+        serve(explored, host, port, say=typer.echo, sock=sock, warn=lambda line: typer.echo(line, err=True))
 
 
 prepare_app = typer.Typer(help="Prepare a folder of images as a sharded uint8 cache for streaming training.",

@@ -50,6 +50,8 @@ MAX_BODY_BYTES = 64 * 2**10
 in JSON, is about 40 KiB."""
 MAX_WAITING_DECODES = 4
 """Decode requests that may wait while one runs (``ZSPACE_EXPLORE_MAX_WAITING_DECODES``); more get 503."""
+MAX_CONNECTIONS = 64
+"""Open connections and requests in progress uvicorn allows (503 beyond): one page needs a handful."""
 N_DIRECTIONS = 8
 """PCA directions offered as sliders (fewer when z_dim is smaller)."""
 MAX_NEIGHBOURS = 64
@@ -685,6 +687,10 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
     async def error(request: Request, exc: HTTPException) -> Response:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    async def crash(request: Request, exc: Exception) -> Response:  # the traceback goes to the server's log only
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's output"},
+                            status_code=500)
+
     routes = [Route(url, page, methods=["GET"]) for url in _STATIC]
     routes += [
         Route("/api/runs", list_runs, methods=["GET"]),
@@ -701,7 +707,7 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host), www_redirect=False),
                   Middleware(_Limits, max_body=max_body)]
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: error})
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: error, Exception: crash})
     app.router.redirect_slashes = False  # "/static/explorer.js/" is no file: 404, not a redirect to one
     app.state.gate = gate
     return app
@@ -725,7 +731,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         RunError: the port is in use, or the address cannot be bound here (one line naming both).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections whose socket says TCP, and without
+    # it Nagle's algorithm holds each response's body until the client's delayed ACK (+40 ms per request on a
+    # kept-alive connection).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listener is not
         sock.bind((host.strip("[]"), port))
@@ -760,19 +769,22 @@ def make_server(app):
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                            timeout_graceful_shutdown=2)
+                            timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS)
     return uvicorn.Server(config)
 
 
 def serve(runs: list[ExploredRun], host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          say: Callable[[str], None] = print, sock: socket.socket | None = None) -> None:
-    """Serves ``runs`` until Ctrl-C (or SIGTERM); prints the URL first.
+          say: Callable[[str], None] = print, sock: socket.socket | None = None,
+          warn: Callable[[str], None] | None = None) -> None:
+    """Serves ``runs`` until Ctrl-C (or SIGTERM); ``say`` gets the URL line first, ``warn`` (default ``say``)
+    the warning of a bind address that is not loopback.
 
-    The socket is bound here (not by uvicorn) so that a port in use is one :class:`RunError` line.
+    ``sock``: a socket from :func:`bind_socket` (else bound here, not by uvicorn, so that a port in use is
+    one :class:`RunError` line).
     """
     warning = host_warning(host)
     if warning:
-        say(warning)
+        (warn or say)(warning)
     sock = sock or bind_socket(host, port)
     port = sock.getsockname()[1]
     server = make_server(build_app(runs, host))

@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["blend_nearest", "pca_directions", "attribute_directions", "interpolate", "slerp", "prior_samples",
            "nearest_neighbours", "max_norm", "prior_radius", "check_z", "BLEND_EPS", "NEIGHBOUR_BLOCK_FLOATS",
-           "MAX_NORM_FACTOR", "MAX_NORM_MARGIN", "PRIOR_RADIUS_FLOOR"]
+           "MAX_NORM_FACTOR", "MAX_NORM_MARGIN", "PRIOR_RADIUS_FLOOR", "PCA_BLOCK_ROWS"]
 
 BLEND_EPS = 1e-6
 """Added to map distances before inverting them (weights 1 / (distance + BLEND_EPS)); a click closer to a point
@@ -20,6 +20,8 @@ than this is ON that point and returns its z alone."""
 NEIGHBOUR_BLOCK_FLOATS = 4 * 2**20
 """Distances per block of the exact nearest-neighbour search (16 MiB of float32): queries go in blocks of
 NEIGHBOUR_BLOCK_FLOATS // n, whatever their number."""
+PCA_BLOCK_ROWS = 16_384
+"""Points per block of the covariance of :func:`pca_directions` (a block of z_dim 256 in float64: 32 MiB)."""
 MAX_NORM_FACTOR = 4.0
 """The largest |z| the explorer accepts is at least this multiple of the largest encoded radius."""
 MAX_NORM_MARGIN = 8.0
@@ -61,22 +63,31 @@ def blend_nearest(map_xy: np.ndarray, codes: np.ndarray, at: tuple[float, float]
 def pca_directions(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``k`` principal directions of the points and the standard deviation along each.
 
+    From the (d, d) covariance, accumulated over blocks of :data:`PCA_BLOCK_ROWS` points, so memory stays
+    a block however many points there are.
+
     Args:
-        z: (n, d) points (n >= 2). k: directions wanted (at most min(n, d)).
+        z: (n, d) points (n >= 2). k: directions wanted (at most min(n - 1, d): the directions the
+            points span).
 
     Returns:
         directions (k, d) unit vectors, largest variance first, each signed so that its largest
-        component is positive (the same directions whatever SVD returns); std (k,) in z units.
+        component is positive (the same directions whatever the eigensolver returns); std (k,) in z units.
     """
-    z = np.asarray(z, np.float64)
-    centred = z - z.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    k = max(0, min(int(k), len(s)))
-    vt = vt[:k]
+    z = np.asarray(z)
+    n, d = z.shape
+    mean = z.mean(axis=0, dtype=np.float64)
+    scatter = np.zeros((d, d))
+    for start in range(0, n, PCA_BLOCK_ROWS):
+        block = z[start:start + PCA_BLOCK_ROWS].astype(np.float64) - mean
+        scatter += block.T @ block
+    variances, vectors = np.linalg.eigh(scatter / max(n - 1, 1))
+    k = max(0, min(int(k), d, n - 1))
+    order = np.argsort(variances)[::-1][:k]
+    vt = vectors[:, order].T
     signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
     vt = vt * np.where(signs == 0, 1.0, signs)[:, None]
-    std = s[:k] / math.sqrt(max(len(z) - 1, 1))
-    return vt.astype(np.float32), std.astype(np.float32)
+    return vt.astype(np.float32), np.sqrt(np.maximum(variances[order], 0.0)).astype(np.float32)
 
 
 def attribute_directions(names, vectors: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -185,7 +196,7 @@ def max_norm(codes: np.ndarray, radius: float) -> float:
     compute on arbitrary magnitudes.
     """
     d = codes.shape[1]
-    largest = float(np.sqrt((codes.astype(np.float64) ** 2).sum(axis=1)).max()) if len(codes) else 0.0
+    largest = float(np.sqrt(np.einsum("ij,ij->i", codes, codes).max())) if len(codes) else 0.0
     return float(max(MAX_NORM_FACTOR * largest, 2 * math.sqrt(d) + MAX_NORM_MARGIN, radius * math.sqrt(d)))
 
 
