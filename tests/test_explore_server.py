@@ -153,6 +153,19 @@ def test_decode_returns_the_models_image_of_z(client, explored):
     assert not np.array_equal(image, other)
 
 
+@pytest.mark.parametrize("method", srv.Decoder.METHODS)
+def test_every_decode_path_gives_the_models_decode(explored, method):
+    network = explored[1].decoder.network
+    decoder = srv.Decoder(network, method)
+    z = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    from zspace.models.autoencoder import _predict_fixed_batches
+
+    np.testing.assert_allclose(decoder(z), _predict_fixed_batches(network, z, 8), atol=1e-5)
+    assert decoder(z[:1]).shape == (1, 8, 8, 1)
+    with pytest.raises(ValueError, match="method"):
+        srv.Decoder(network, "fast")
+
+
 def test_directions_follow_the_contract(client, explored):
     d = client.get("/api/runs/1/directions").json()
     assert len(d["pca"]) == len(d["pca_std"]) == 3 and all(len(v) == 3 for v in d["pca"])
@@ -181,6 +194,7 @@ def test_prior_samples_their_decodes_and_nearest_encoded_points(client, explored
     full = np.linalg.norm(z[:, None] - run.codes[None], axis=2)
     np.testing.assert_allclose(data["distances"], full.min(axis=1), rtol=1e-4, atol=1e-5)
     assert data["neighbours"] == full.argmin(axis=1).tolist()
+    assert data["reference_distance"] == run.reference_distance > 0
     assert set(zip(data["x"], data["y"])) <= set(map(tuple, run.map_xy.tolist()))
     again = client.post("/api/runs/0/prior", json=body).json()
     assert again["z"] == data["z"]  # seeded

@@ -167,3 +167,14 @@ def test_check_z_refuses_with_one_line(value, reason):
 def test_check_z_accepts_a_valid_vector():
     z = space.check_z([3, 4.0, 0], 3, 5.0)
     assert z.dtype == np.float32 and z.tolist() == [3, 4, 0]
+
+
+def test_typical_spacing_is_the_median_nearest_other_point_distance():
+    codes = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    full = np.linalg.norm(codes[:, None] - codes[None], axis=2)
+    np.fill_diagonal(full, np.inf)
+    assert space.typical_spacing(codes, queries=1000) == pytest.approx(np.median(full.min(axis=1)), rel=1e-4)
+    sampled = space.typical_spacing(codes, queries=100, seed=3)
+    assert sampled == pytest.approx(np.median(full.min(axis=1)), rel=0.25)
+    assert space.typical_spacing(codes[:1]) == 0.0
+    assert space.typical_spacing(np.repeat(codes[:5], 2, axis=0)) == 0.0  # each point has a twin

@@ -227,6 +227,7 @@ class ExploredRun:
     attributes: dict[str, np.ndarray]
     max_norm: float
     prior_radius: float
+    reference_distance: float
     image_of: Callable[[int], np.ndarray]
     decoder: Decoder | Callable[[np.ndarray], np.ndarray]
     compare_key: tuple
@@ -355,7 +356,8 @@ def prepare_run(run, compute: bool = False, decode_method: str = "jit", warm: bo
         map_index=np.asarray(index, np.int64), map_xy=np.asarray(xy, np.float64), colors=colors,
         color_names=color_names, pca=pca, pca_std=pca_std,
         attributes=space.attribute_directions(attribute_names, analysis.arrays.get("attribute_vectors")),
-        max_norm=space.max_norm(codes, radius), prior_radius=radius, image_of=_image_reader(run, split),
+        max_norm=space.max_norm(codes, radius), prior_radius=radius,
+        reference_distance=space.typical_spacing(codes), image_of=_image_reader(run, split),
         decoder=decoder, compare_key=compare_key, root=run.root, computed=not run.has_analysis(),
     )
 
@@ -666,7 +668,7 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
             "images": ["data:image/png;base64," + base64.b64encode(png_bytes(im[None], IMAGE_SIDE)).decode()
                        for im in images],
             "neighbours": nearest[:, 0].tolist(), "distances": distances[:, 0].tolist(),
-            "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist()})
+            "reference_distance": run.reference_distance, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist()})
 
     async def neighbours(request: Request) -> Response:
         run = run_of(request)
@@ -718,7 +720,7 @@ def _run_json(i: int, run: ExploredRun) -> dict:
             "n_points": run.n_points, "projection": run.projection, "color_by": run.color_by,
             "class_names": run.class_names, "attribute_names": run.attribute_names,
             "n_directions": len(run.pca), "max_norm": run.max_norm, "prior_radius": run.prior_radius,
-            "computed": run.computed}
+            "reference_distance": run.reference_distance, "computed": run.computed}
 
 
 # ---------------------------------------------------------------------------------------------------------------
