@@ -323,7 +323,9 @@ def test_prior_samples_are_marked_on_the_map(page):
     wait_for(page, "return document.querySelectorAll('#prior-strip img').length === 10")
     wait_for(page, "return [...document.querySelectorAll('#prior-strip img')].every((i) => i.complete)")
     assert before == 0 and count_colour(canvas_pixels(page), MARK_RGB) > 50
-    assert "samples from N(0, I)" in page.find_element(By.ID, "prior-summary").text
+    summary = page.find_element(By.ID, "prior-summary").text
+    spacing = page.execute_script("return window.zspaceExplorer.state.prior.reference_distance")
+    assert "samples from N(0, I)" in summary and f"typically {spacing:.2f} apart" in summary
 
     Select(page.find_element(By.ID, "prior-dist")).select_by_value("uniform")
     wait_for(page, "return document.getElementById('prior-summary').textContent.includes('uniform')")
