@@ -269,14 +269,15 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monito
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch) * lr_scale),
         KLWarmup(t.kl_scale_at),
     ]
-    if monitored is not None:
-        callbacks.append(LatentMonitor(monitored))
+    monitor = None if monitored is None else LatentMonitor(monitored)
+    if monitor is not None:
+        callbacks.append(monitor)
     jump = _jump_detector(run, t, state, history, noise_seed, guard)
     guards = (guard,) if jump is None else (guard, jump)
     writer = HistoryCSV(run.history_path, history, guard=guards)
     callbacks += [*guards[1:], writer]
     if t.tensorboard:  # after the history row it logs, before the checkpoint that commits the epoch
-        callbacks.append(TrainingLogs.for_run(run, config, start_epoch, writer, monitored))
+        callbacks.append(TrainingLogs.for_run(run, config, start_epoch, writer, monitor))
     callbacks.append(EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards))
     model.fit(
         input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,

@@ -6,7 +6,8 @@
 - Images (written here with tf.summary, which Keras' callback does not do): per epoch, a grid of fixed
   validation images above their reconstructions ("reconstructions", validation/; a task's grid is inputs,
   outputs, targets) and a grid of decodes of fixed prior samples z ~ N(0, I) ("prior_samples", train/).
-- Histograms: mu and logvar (a VAE's) or z (an AE's) of fixed validation images (validation/).
+- Histograms: mu and logvar (a VAE's) or z (an AE's) of fixed validation images (validation/): those the
+  z-space monitor encodes each epoch (``monitor_images``), or the grid's when the monitor is off.
 
 Steps are 1-based epochs, as history.csv's ``epoch`` column and the checkpoint names.
 
@@ -111,29 +112,27 @@ class TrainingLogs(keras.callbacks.TensorBoard):
             exactly what history.csv holds.
         start_epoch: epochs done before this fit (its first step is ``start_epoch + 1``).
         inputs, targets: :func:`fixed_images`.
-        encoded_images: (M, H, W, C) model inputs whose codes are histogrammed.
         prior_z: :func:`prior_samples`.
+        monitor: the fit's :class:`LatentMonitor` (before this callback), whose encoding of its images
+            is histogrammed; None (the monitor is off): the codes of ``inputs`` are.
     """
 
     def __init__(self, log_dir: str | Path, history, start_epoch: int, inputs: np.ndarray,
-                 targets: np.ndarray | None, encoded_images: np.ndarray, prior_z: np.ndarray):
+                 targets: np.ndarray | None, prior_z: np.ndarray, monitor=None):
         # No graph (a subclassed model has none to show; the TF train graph is large), no weight histograms.
         super().__init__(log_dir=str(log_dir), write_graph=False)
         self.history = history
         self.start_epoch = start_epoch
         self.inputs, self.targets = inputs, targets
-        self.encoded_images = encoded_images
         self.prior_z = prior_z
+        self.monitor = monitor
 
     @classmethod
-    def for_run(cls, run, config: RunConfig, start_epoch: int, history, monitored: np.ndarray | None
-                ) -> TrainingLogs:
-        """The callback of one fit of ``run``; histograms over the z-space monitor's images
-        (``monitored``), or over the grid's when the monitor is off."""
+    def for_run(cls, run, config: RunConfig, start_epoch: int, history, monitor=None) -> TrainingLogs:
+        """The callback of one fit of ``run`` (``monitor``: the fit's LatentMonitor, or None)."""
         inputs, targets = fixed_images(run.split, config.train)
         return cls(tensorboard_dir(run.root), history, start_epoch, inputs, targets,
-                   inputs if monitored is None else monitored,
-                   prior_samples(config.model.z_dim, config.train.seed))
+                   prior_samples(config.model.z_dim, config.train.seed), monitor)
 
     def on_train_begin(self, logs=None):
         for folder in (self._train_dir, self._val_dir):
@@ -141,6 +140,11 @@ class TrainingLogs(keras.callbacks.TensorBoard):
         super().on_train_begin(logs)
         for writer in (self._train_writer, self._val_writer):
             _write_restart(writer, self.start_epoch + 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Logs are per epoch: Keras' callback would still call tf.summary.scalar for every batch's metrics,
+        # into no writer (update_freq="epoch" sets none): about 2 ms a batch for nothing.
+        pass
 
     def on_test_end(self, logs=None):
         # Keras also logs each validation pass against the optimizer's iterations: steps that a resumed
@@ -173,13 +177,19 @@ class TrainingLogs(keras.callbacks.TensorBoard):
                            f"tensorboard = false) and run `zspace train` again to resume.") from None
 
     def _model_outputs(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """The codes of ``encoded_images``, the reconstructions of ``inputs``, the decodes of ``prior_z``."""
-        model = self.model
+        """The codes to histogram (the monitor's, else the grid images'), the reconstructions of ``inputs``
+        and the decodes of ``prior_z``. One batch each way through predict_on_batch: Keras' predict sets up a
+        data pipeline per call (50-120 ms on TensorFlow, measured) for these few images."""
+        model, n = self.model, len(self.inputs)
         noise = model.noise_state()
         try:  # the sampling noise is put back: logging never changes what training draws
-            return model.encode(self.encoded_images), model.reconstruct(self.inputs), model.decode(self.prior_z)
+            codes = model.encoder.predict_on_batch(self.inputs)
+            decoded = model.decoder.predict_on_batch(np.concatenate([codes["z"], self.prior_z]))
         finally:
             model.set_noise_state(noise)
+        if self.monitor is not None and self.monitor.encoded is not None:
+            codes = self.monitor.encoded
+        return codes, decoded[:n], decoded[n:]
 
 
 def _grid(images: np.ndarray, cols: int) -> np.ndarray:
