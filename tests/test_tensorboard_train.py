@@ -133,6 +133,19 @@ def test_an_autoencoder_logs_z_and_no_kl_columns(tmp_path):
     assert counts.sum() == TENSORBOARD_IMAGES * config.model.z_dim
 
 
+def test_a_task_grid_is_inputs_outputs_and_targets(tmp_path):
+    config = tiny_run_config(tmp_path, epochs=1, tensorboard=True, task="denoise", monitor_images=0)
+    result = train(config)
+    grid = picture(read_logs(tmp_path, "validation").Tensors("reconstructions")[0])
+    assert grid.shape == (*grid_size(3, TENSORBOARD_IMAGES, 8), 1)
+    noisy, clean = fixed_images(result.run.split, config.train)
+    assert not np.array_equal(noisy, clean)
+    third = grid.shape[0] // 3
+    for row, images in ((0, noisy), (2, clean)):  # the noisy inputs on top, the clean targets at the bottom
+        expected = tb._grid(images, TENSORBOARD_IMAGES)[0]
+        np.testing.assert_array_equal(grid[row * third + 2:(row + 1) * third], expected[2:third])
+
+
 def test_off_by_default_and_switching_it_on_for_a_resume_logs_from_there(tmp_path):
     config = tiny_run_config(tmp_path, epochs=1)
     assert config.train.tensorboard is False

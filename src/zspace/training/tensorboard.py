@@ -72,9 +72,9 @@ def require_tensorflow() -> None:
 def fixed_images(split, train) -> tuple[np.ndarray, np.ndarray | None]:
     """The logged validation images: (inputs, targets or None), each float32 (n, H, W, C), n <= TENSORBOARD_IMAGES.
 
-    The run's first validation images, as ``zspace generate --reconstruct`` shows them: the model's inputs
-    (seeded noisy ones for denoise, grey for recolor, the stored inputs of pairs) and, for a task, the
-    targets; for plain reconstruction the images themselves and None.
+    The run's first validation images (those ``zspace generate --reconstruct`` shows): the model's inputs
+    (noisy ones for denoise, drawn with the run's seed; grey for recolor; the stored inputs of pairs) and,
+    for a task, the targets; for plain reconstruction the images themselves and None.
     """
     n = min(TENSORBOARD_IMAGES, len(split.x_val))
     images = np.asarray(split.x_val[:n], dtype=np.float32)
