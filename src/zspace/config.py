@@ -389,6 +389,14 @@ class TrainConfig(Config):
         "warn",
     )
     jump_reseeds: int = _f('How many times on_jump = "reseed" rolls back before it only warns.', 3, at_least(0))
+    tensorboard: bool = _f(
+        "Write TensorBoard logs into RUN/tensorboard (train/ and validation/, Keras' layout; open with "
+        "`tensorboard --logdir RUN/tensorboard`): every history.csv column as a scalar per epoch (tag "
+        "epoch_COLUMN, the val_ columns under validation/ without the prefix), a grid of the first 8 validation "
+        "images above their reconstructions, a grid of 16 fixed prior samples z ~ N(0, I) decoded, and "
+        "histograms of mu and logvar (z for an AE) of the z-space monitor's images (monitor_images; the grid's "
+        "when 0). Steps are epochs, 1-based as in history.csv; a resumed run appends to the same logs without "
+        "repeating a step. Needs TensorFlow (installed with zspace), whatever the Keras backend.", False)
     verbose: int = _f("0 = silent, 1 = progress bar per epoch, 2 = one line per epoch.", 1,
                       check(lambda v: v in (0, 1, 2), "0, 1 or 2"))
 

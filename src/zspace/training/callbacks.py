@@ -221,12 +221,16 @@ class LatentMonitor(keras.callbacks.Callback):
     Args:
         images: (N, H, W, C) model inputs, N >= 1.
         threshold: activity above which a VAE's unit counts as active.
+
+    Attributes:
+        encoded: the last epoch's encoding of ``images`` (``Autoencoder.encode``'s dict; None before).
     """
 
     def __init__(self, images, threshold: float = 0.01):
         super().__init__()
         self.images = images
         self.threshold = threshold
+        self.encoded: dict[str, np.ndarray] | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         noise = self.model.noise_state()
@@ -234,6 +238,7 @@ class LatentMonitor(keras.callbacks.Callback):
             encoded = self.model.encode(self.images)
         finally:
             self.model.set_noise_state(noise)
+        self.encoded = encoded  # the TensorBoard logs histogram these codes (zspace.training.tensorboard)
         stats = latent_statistics(encoded)
         if "mu" in encoded:
             stats["active_units"] = int((encoded["mu"].astype(np.float64).var(axis=0) > self.threshold).sum())

@@ -25,13 +25,14 @@ from zspace.training.tf_pipeline import epoch_dataset
 from zspace.training.callbacks import (EpochCheckpoint, HistoryCSV, JumpDetector, KLWarmup, LatentMonitor,
                                        NonFiniteGuard)
 from zspace.training.noise import next_noise_seed, noise_seed_after, reseed_if_due, set_noise_seed
+from zspace.training.tensorboard import TrainingLogs, require_tensorflow
 
 __all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult", "load_run", "RESUMABLE_FIELDS"]
 
 # Fields a resumed run may change: they do not alter what has been trained so far.
 RESUMABLE_FIELDS = frozenset({
     "epochs", "run_dir", "keep_checkpoints", "verbose", "on_nonfinite", "nonfinite_retries", "retry_lr_factor",
-    "steps_per_execution", "monitor_images", "jump_factor", "on_jump", "jump_reseeds",
+    "steps_per_execution", "monitor_images", "jump_factor", "on_jump", "jump_reseeds", "tensorboard",
 })
 
 
@@ -268,12 +269,16 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monito
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: t.learning_rate_at(epoch) * lr_scale),
         KLWarmup(t.kl_scale_at),
     ]
-    if monitored is not None:
-        callbacks.append(LatentMonitor(monitored))
+    monitor = None if monitored is None else LatentMonitor(monitored)
+    if monitor is not None:
+        callbacks.append(monitor)
     jump = _jump_detector(run, t, state, history, noise_seed, guard)
     guards = (guard,) if jump is None else (guard, jump)
     writer = HistoryCSV(run.history_path, history, guard=guards)
-    callbacks += [*guards[1:], writer, EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards)]
+    callbacks += [*guards[1:], writer]
+    if t.tensorboard:  # after the history row it logs, before the checkpoint that commits the epoch
+        callbacks.append(TrainingLogs.for_run(run, config, start_epoch, writer, monitor))
+    callbacks.append(EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards))
     model.fit(
         input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,
                       noise_seed=noise_seed, targets=run.split.t_train),
@@ -304,6 +309,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
         TrainingDiverged: the loss became non-finite (and retries, if enabled, ran out).
         RunError, DataError, ConfigError, FileNotFoundError: bad input, named in the message.
     """
+    if config.train.tensorboard:
+        require_tensorflow()
     run = Run(config.train.run_dir, dataset)
     created = not run.root.exists()
     _check_writable(run.root)
