@@ -94,3 +94,135 @@ def test_locate_far_off_the_map_is_answered_not_a_500(client):
     response = client.post("/api/runs/0/locate", json={"x": 1.7e308, "y": 1.7e308})
     assert response.status_code == 200, response.text
     assert all(math.isfinite(v) for v in response.json()["z"])
+
+
+# --- Host headers of an IPv6 bind -------------------------------------------------------------------------------
+@pytest.mark.parametrize("host, status", [("[::1]:8050", 200), ("[::1]", 200), ("localhost:8050", 200),
+                                          ("[::2]:8050", 400), ("::1", 400), ("[::ffff:7f00:1]", 400)])
+def test_an_ipv6_loopback_bind_answers_the_url_it_prints(explored, host, status):
+    """Bound to ::1, the server printed http://[::1]:P/ and refused the browser's "Host: [::1]:P" with 400."""
+    with TestClient(build_app(explored, host="::1"), base_url=BASE) as c:
+        assert c.get("/api/runs", headers={"Host": host}).status_code == status
+
+
+# --- crafted analyses -------------------------------------------------------------------------------------------
+def test_an_analysis_with_astronomic_z_is_refused_at_start_up(vae_dir, tmp_path):
+    """mu[3, 0] = 1e30 (finite, so analysis.npz passed its checks) made max_norm infinite: /api/runs was a 500."""
+    def huge(arrays):
+        arrays["mu"] = arrays["mu"].copy()
+        arrays["mu"][3, 0] = 1e30
+    with pytest.raises(RunError, match=r"z components up to 1e\+30"):
+        prepare_run(Run(crafted(vae_dir, tmp_path, huge)), warm=False)
+
+
+def test_an_analysis_whose_map_ids_and_positions_differ_is_refused(vae_dir, tmp_path):
+    """pca_embedding with fewer rows than pca_indices passed the analysis checks (each is "any length")."""
+    def shorter(arrays):
+        arrays["pca_embedding"] = arrays["pca_embedding"][:10]
+    with pytest.raises(RunError, match="the pca map has .* point ids and 10 positions"):
+        prepare_run(Run(crafted(vae_dir, tmp_path, shorter)), warm=False)
+
+
+def test_an_analysis_of_another_dataset_is_refused(vae_dir, tmp_path):
+    """An analysis recorded as of another dataset with as many points was served with the wrong images."""
+    def other(record):
+        record["run"]["dataset"] = "idx:/somewhere/else"
+    with pytest.raises(RunError, match="an analysis of dataset 'idx:/somewhere/else'"):
+        prepare_run(Run(crafted(vae_dir, tmp_path, change_json=other)), warm=False)
+
+
+def test_labels_beyond_the_class_names_and_negative_ones_are_served(vae_dir, tmp_path):
+    def odd_labels(arrays):
+        arrays["labels"] = arrays["labels"].copy()
+        arrays["labels"][:2] = [2**62, -5]
+    explored = prepare_run(Run(crafted(vae_dir, tmp_path, odd_labels)), warm=False)
+    with TestClient(build_app([explored]), base_url=BASE) as c:
+        assert c.get("/api/runs/0/point/0").json()["label"] == str(2**62)
+        assert c.get("/api/runs/0/point/1").json()["label"] is None
+        assert c.get("/api/runs/0/map").status_code == 200
+
+
+# --- bodies that never finish -----------------------------------------------------------------------------------
+def asgi_post(app, receive) -> tuple[int, bytes]:
+    """POST /api/runs/0/decode straight through ASGI with the given ``receive``: (status, body)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/runs/0/decode", "raw_path": b"/api/runs/0/decode", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1:8050"), (b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8050)}
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def call():
+        await asyncio.wait_for(app(scope, receive, send), timeout=30)
+    asyncio.run(call())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_a_body_that_trickles_in_forever_gets_408(explored, monkeypatch):
+    """A client that sent part of a body and then nothing held its request (and connection) open for good."""
+    monkeypatch.setenv("ZSPACE_EXPLORE_BODY_TIMEOUT_S", "1")
+    app = build_app(explored)
+    parts = [b'{"z": [0']
+
+    async def receive():
+        if parts:
+            return {"type": "http.request", "body": parts.pop(), "more_body": True}
+        await asyncio.sleep(3600)
+    status, body = asgi_post(app, receive)
+    assert status == 408 and "1 s" in json.loads(body)["error"]
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(explored):
+    """A disconnect mid-body raised ClientDisconnect: a 500 and a traceback in the server's output."""
+    app = build_app(explored)
+    messages = [{"type": "http.disconnect"}, {"type": "http.request", "body": b'{"z": [', "more_body": True}]
+
+    async def receive():
+        return messages.pop()
+    status, body = asgi_post(app, receive)
+    assert status == 400 and "went away" in json.loads(body)["error"]
+
+
+# --- a sweep of odd requests: each a 4xx with one line, none writes ----------------------------------------------
+ODD_REQUESTS = [
+    ("POST", "/api/runs/0/locate", '{"x": 1, "y": 0, "x": "a"}', 422),  # duplicate key: the last wins
+    ("POST", "/api/runs/0/locate", '{"x": 1e999, "y": 0}', 422),
+    ("POST", "/api/runs/0/locate", '{"x": true, "y": 0}', 422),
+    ("POST", "/api/runs/0/locate", '{"x": "1", "y": 0}', 422),
+    ("POST", "/api/runs/0/locate", '{"x": 1, "y": 0, "k": 8.0}', 422),
+    ("POST", "/api/runs/0/decode", "[" * 30_000 + "]" * 30_000, 400),
+    ("POST", "/api/runs/0/decode", '{"z": ' + "[" * 20_000 + "]" * 20_000 + "}", 400),
+    ("POST", "/api/runs/0/decode", '{"z": null}', 422),
+    ("POST", "/api/runs/0/decode", b'{"z": "\xff"}', 400),
+    ("POST", "/api/runs/0/prior", '{"seed": 1e20}', 422),
+    ("POST", "/api/runs/0/prior", '{"n": ' + "9" * 5000 + "}", 400),
+    ("PUT", "/api/runs/0/decode", "{}", 405),
+    ("OPTIONS", "/api/runs", "", 405),
+    ("GET", "/api/runs/0/point/-1", "", 404),
+    ("GET", "/api/runs/0/point/1e3", "", 404),
+    ("GET", "/api/runs/0/point/99999999999999999999", "", 404),
+    ("GET", "/api/runs/99999999999999999999/map", "", 404),
+    ("GET", "/api/runs/0/neighbours/1?k=%D9%A1", "", 422),
+]
+
+
+@pytest.mark.parametrize("method, url, body, status", ODD_REQUESTS)
+def test_odd_requests_get_a_one_line_4xx(client, method, url, body, status):
+    response = client.request(method, url, content=body)
+    assert response.status_code == status, response.text
+    reason = response.json()["error"]
+    assert reason and "\n" not in reason and "Traceback" not in reason
+
+
+def test_hostile_requests_leave_the_run_folder_untouched(vae_dir, explored):
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(vae_dir.rglob("*")) if p.is_file()}
+    with TestClient(build_app(explored), base_url=BASE) as c:
+        for method, url, body, _ in ODD_REQUESTS:
+            c.request(method, url, content=body)
+        c.post("/api/runs/0/locate", json={"x": 1.7e308, "y": -1.7e308})
+        c.post("/api/runs/0/prior", json={"dist": "uniform", "r": 3, "n": 64})
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(vae_dir.rglob("*")) if p.is_file()}
+    assert after == before
