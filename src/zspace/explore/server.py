@@ -13,7 +13,10 @@ Security (a server on localhost is still reachable from every page the browser o
 * only the three files of the page are served, by a fixed table of URL -> packaged file; no path from a
   request ever reaches the file system, and nothing lists folders;
 * request bodies are at most ``ZSPACE_EXPLORE_MAX_BODY_BYTES`` (:data:`MAX_BODY_BYTES`, 64 KiB), checked on
-  Content-Length and again while a chunked body streams in: 413 beyond;
+  Content-Length and again while a chunked body streams in: 413 beyond; a body still incomplete after
+  ``ZSPACE_EXPLORE_BODY_TIMEOUT_S`` (:data:`BODY_TIMEOUT_S`, 10 s) gets 408;
+* an analysis is checked at start-up beyond what loading it checks: z components within
+  :data:`MAX_CODE_ABS`, a map with as many positions as point ids, recorded as of the run's dataset;
 * every z is checked (:func:`zspace.explore.space.check_z`): z_dim finite numbers of L2 norm at most the
   run's ``max_norm``, else 422 with one line; every count (steps, samples, neighbours) has a bound;
 * at most one decode runs at a time, off the event loop, and at most ``ZSPACE_EXPLORE_MAX_WAITING_DECODES``
