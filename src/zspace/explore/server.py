@@ -14,7 +14,8 @@ Security (a server on localhost is still reachable from every page the browser o
   request ever reaches the file system, and nothing lists folders;
 * request bodies are at most ``ZSPACE_EXPLORE_MAX_BODY_BYTES`` (:data:`MAX_BODY_BYTES`, 64 KiB), checked on
   Content-Length and again while a chunked body streams in: 413 beyond; a body still incomplete after
-  ``ZSPACE_EXPLORE_BODY_TIMEOUT_S`` (:data:`BODY_TIMEOUT_S`, 10 s) gets 408;
+  ``ZSPACE_EXPLORE_BODY_TIMEOUT_S`` (:data:`BODY_TIMEOUT_S`, 10 s) gets 408, and a connection whose request
+  headers are incomplete after ``ZSPACE_EXPLORE_HEADER_TIMEOUT_S`` (:data:`HEADER_TIMEOUT_S`, 10 s) is closed;
 * an analysis is checked at start-up beyond what loading it checks: z components within
   :data:`MAX_CODE_ABS`, a map with as many positions as point ids, recorded as of the run's dataset;
 * every z is checked (:func:`zspace.explore.space.check_z`): z_dim finite numbers of L2 norm at most the
@@ -72,6 +73,10 @@ and norms of z_dim 10^4 such components stay finite in float32."""
 BODY_TIMEOUT_S = 10
 """Seconds a request body may take to arrive in full (``ZSPACE_EXPLORE_BODY_TIMEOUT_S``): the page's bodies
 are under 1 KiB; a client trickling one in (slow loris) gets 408 and its connection back."""
+HEADER_TIMEOUT_S = 10
+"""Seconds a connection may take to send a request's headers in full (``ZSPACE_EXPLORE_HEADER_TIMEOUT_S``), from
+its opening or from the previous response: uvicorn starts no timer before the first response, so a client
+that sends half a request line held its connection (one of :data:`MAX_CONNECTIONS`) for good."""
 _STATIC = {  # URL path -> (packaged file, media type): the only files the server ever reads for a request
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/explorer.js": ("explorer.js", "text/javascript; charset=utf-8"),
@@ -100,6 +105,10 @@ def max_waiting_decodes() -> int:
 
 def body_timeout_s() -> float:
     return float(env_limit("ZSPACE_EXPLORE_BODY_TIMEOUT_S", BODY_TIMEOUT_S))
+
+
+def header_timeout_s() -> float:
+    return float(env_limit("ZSPACE_EXPLORE_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -808,12 +817,38 @@ def host_warning(host: str) -> str | None:
             f"(and decode with your models); use --host 127.0.0.1 unless you mean that.")
 
 
+def _header_deadline_protocol(timeout: float):
+    """uvicorn's h11 protocol with a deadline on each request's headers (:data:`HEADER_TIMEOUT_S`)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+
+        def _arm(self):
+            # uvicorn makes a new cycle when a request's headers are complete: the same cycle at the deadline
+            # (None on a new connection) means the headers never came.
+            self.loop.call_later(timeout, self._expire, self.cycle)
+
+        def _expire(self, cycle):
+            if self.cycle is cycle and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
+
+
 def make_server(app):
     """A uvicorn server of ``app`` (quiet: warnings only, no access log); run it with ``.run(sockets=[sock])``."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                            timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS)
+                            timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS,
+                            http=_header_deadline_protocol(header_timeout_s()))
     return uvicorn.Server(config)
 
 
