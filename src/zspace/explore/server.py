@@ -13,7 +13,11 @@ Security (a server on localhost is still reachable from every page the browser o
 * only the three files of the page are served, by a fixed table of URL -> packaged file; no path from a
   request ever reaches the file system, and nothing lists folders;
 * request bodies are at most ``ZSPACE_EXPLORE_MAX_BODY_BYTES`` (:data:`MAX_BODY_BYTES`, 64 KiB), checked on
-  Content-Length and again while a chunked body streams in: 413 beyond;
+  Content-Length and again while a chunked body streams in: 413 beyond; a body still incomplete after
+  ``ZSPACE_EXPLORE_BODY_TIMEOUT_S`` (:data:`BODY_TIMEOUT_S`, 10 s) gets 408, and a connection whose request
+  headers are incomplete after ``ZSPACE_EXPLORE_HEADER_TIMEOUT_S`` (:data:`HEADER_TIMEOUT_S`, 10 s) is closed;
+* an analysis is checked at start-up beyond what loading it checks: z components within
+  :data:`MAX_CODE_ABS`, a map with as many positions as point ids, recorded as of the run's dataset;
 * every z is checked (:func:`zspace.explore.space.check_z`): z_dim finite numbers of L2 norm at most the
   run's ``max_norm``, else 422 with one line; every count (steps, samples, neighbours) has a bound;
 * at most one decode runs at a time, off the event loop, and at most ``ZSPACE_EXPLORE_MAX_WAITING_DECODES``
@@ -62,6 +66,17 @@ DECODE_SIDE = 192
 """Decoded images are enlarged (nearest neighbour, a whole factor) to at least this many pixels a side."""
 IMAGE_SIDE = 96
 """Real images: at least this many pixels a side."""
+MAX_CODE_ABS = 1e6
+"""Largest |component| of an analysis' z the explorer serves: far beyond any encoder's output (a diverged
+model or a crafted analysis.npz beyond it is refused at start-up), and small enough that squared distances
+and norms of z_dim 10^4 such components stay finite in float32."""
+BODY_TIMEOUT_S = 10
+"""Seconds a request body may take to arrive in full (``ZSPACE_EXPLORE_BODY_TIMEOUT_S``): the page's bodies
+are under 1 KiB; a client trickling one in (slow loris) gets 408 and its connection back."""
+HEADER_TIMEOUT_S = 10
+"""Seconds a connection may take to send a request's headers in full (``ZSPACE_EXPLORE_HEADER_TIMEOUT_S``), from
+its opening or from the previous response: uvicorn starts no timer before the first response, so a client
+that sends half a request line held its connection (one of :data:`MAX_CONNECTIONS`) for good."""
 _STATIC = {  # URL path -> (packaged file, media type): the only files the server ever reads for a request
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/explorer.js": ("explorer.js", "text/javascript; charset=utf-8"),
@@ -86,6 +101,14 @@ def max_body_bytes() -> int:
 
 def max_waiting_decodes() -> int:
     return env_limit("ZSPACE_EXPLORE_MAX_WAITING_DECODES", MAX_WAITING_DECODES)
+
+
+def body_timeout_s() -> float:
+    return float(env_limit("ZSPACE_EXPLORE_BODY_TIMEOUT_S", BODY_TIMEOUT_S))
+
+
+def header_timeout_s() -> float:
+    return float(env_limit("ZSPACE_EXPLORE_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,14 +305,29 @@ def _computed_analysis(run):
     return analyze_run(run, config, save=False)
 
 
-def _map_of(analysis) -> tuple[str, np.ndarray, np.ndarray]:
-    """(projection name, point ids, (m, 2) coordinates): the first t-SNE fit, else the PCA scatter."""
+def _map_of(analysis, path) -> tuple[str, np.ndarray, np.ndarray]:
+    """(projection name, point ids, (m, 2) coordinates): the first t-SNE fit, else the PCA scatter.
+
+    Raises:
+        RunError: the ids and coordinates differ in number, or the map is empty (not ``zspace analyze``'s).
+    """
     if analysis.tsne:
         fit = analysis.tsne[0]
-        indices, xy = analysis.embedding(fit.name)
-        return f"tsne_p{fit.perplexity:g}", indices, xy
-    indices, xy = analysis.embedding("pca")
-    return "pca", indices, xy
+        name, (indices, xy) = f"tsne_p{fit.perplexity:g}", analysis.embedding(fit.name)
+    else:
+        name, (indices, xy) = "pca", analysis.embedding("pca")
+    if len(indices) != len(xy) or not len(indices):
+        raise RunError(f"{path}: the {name} map has {len(indices)} point ids and {len(xy)} positions (a damaged "
+                       f"analysis); run `zspace analyze` again.")
+    return name, indices, xy
+
+
+def _check_codes(codes: np.ndarray, path) -> None:
+    """RunError when a z component is beyond :data:`MAX_CODE_ABS` (see there)."""
+    largest = float(np.abs(codes).max(initial=0.0))
+    if largest > MAX_CODE_ABS:
+        raise RunError(f"{path}: holds z components up to {largest:.3g}, beyond the {MAX_CODE_ABS:g} the explorer "
+                       f"serves (a diverged model?); run `zspace analyze` again.")
 
 
 def _colors_of(analysis, index: np.ndarray, label_names) -> tuple[np.ndarray | None, list[str]]:
@@ -330,12 +368,16 @@ def prepare_run(run, compute: bool = False, decode_method: str = "jit", warm: bo
     if analysis.n_points != expected:
         raise RunError(f"{run.analysis_npz}: holds {analysis.n_points} points but the run's {split!r} split has "
                        f"{expected} images (an analysis of other data?); run `zspace analyze {run.root}` again.")
+    if analysis.run is not None and analysis.run.dataset != run.data.name:
+        raise RunError(f"{run.analysis_json}: an analysis of dataset {analysis.run.dataset!r} but {run.root} holds "
+                       f"{run.data.name!r} (config.toml changed?); run `zspace analyze {run.root}` again.")
     model_z_dim = int(model.model_config.z_dim)
     if analysis.z_dim != model_z_dim:
         raise RunError(f"{run.analysis_npz}: z_dim {analysis.z_dim} but the model's is {model_z_dim}; "
                        f"run `zspace analyze {run.root}` again.")
     codes = np.asarray(analysis.arrays["mu" if analysis.is_vae else "z"], np.float32)
-    projection, index, xy = _map_of(analysis)
+    _check_codes(codes, run.analysis_npz)
+    projection, index, xy = _map_of(analysis, run.analysis_npz)
     label_names = list(run.data.label_names)
     colors, color_names = _colors_of(analysis, index, label_names)
     pca, pca_std = space.pca_directions(codes, min(N_DIRECTIONS, model_z_dim))
@@ -393,7 +435,8 @@ def allowed_hosts(host: str) -> list[str]:
         except OSError:
             pass
         names -= set(_WILDCARDS)
-    return sorted(names)
+    # A browser sends an IPv6 literal in brackets ("Host: [::1]:8050") and Starlette compares it so.
+    return sorted(names | {f"[{name}]" for name in names if ":" in name})
 
 
 def _is_loopback(host: str) -> bool:
@@ -514,14 +557,16 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
     ``locate``, ``decode``, ``interpolate``, ``prior`` (see /work/notes/explore-api.md, the page's contract).
     """
     from starlette.applications import Starlette
+    import anyio
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     max_body = max_body_bytes() if max_body is None else max_body
+    body_timeout = body_timeout_s()
     gate = DecodeGate(max_waiting_decodes() if max_waiting is None else max_waiting)
     static = _static_files()
     is_comparable = comparable(runs)
@@ -544,8 +589,14 @@ def build_app(runs: list[ExploredRun], host: str = "127.0.0.1", max_body: int | 
 
     async def body_of(request: Request) -> dict:
         raw = b""
-        async for chunk in request.stream():  # the middleware counts and stops an oversized body
-            raw += chunk
+        try:
+            with anyio.fail_after(body_timeout):
+                async for chunk in request.stream():  # the middleware counts and stops an oversized body
+                    raw += chunk
+        except TimeoutError:
+            fail(408, f"the request body took over {body_timeout:g} s to arrive")
+        except ClientDisconnect:  # nobody to answer; no traceback in the server's output
+            fail(400, "the client went away before sending the whole body")
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
@@ -766,12 +817,38 @@ def host_warning(host: str) -> str | None:
             f"(and decode with your models); use --host 127.0.0.1 unless you mean that.")
 
 
+def _header_deadline_protocol(timeout: float):
+    """uvicorn's h11 protocol with a deadline on each request's headers (:data:`HEADER_TIMEOUT_S`)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+
+        def _arm(self):
+            # uvicorn makes a new cycle when a request's headers are complete: the same cycle at the deadline
+            # (None on a new connection) means the headers never came.
+            self.loop.call_later(timeout, self._expire, self.cycle)
+
+        def _expire(self, cycle):
+            if self.cycle is cycle and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
+
+
 def make_server(app):
     """A uvicorn server of ``app`` (quiet: warnings only, no access log); run it with ``.run(sockets=[sock])``."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                            timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS)
+                            timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS,
+                            http=_header_deadline_protocol(header_timeout_s()))
     return uvicorn.Server(config)
 
 

@@ -49,15 +49,21 @@ def blend_nearest(map_xy: np.ndarray, codes: np.ndarray, at: tuple[float, float]
         z (d,) float32, neighbour rows (k,) into ``map_xy`` nearest first, weights (k,) summing to 1.
     """
     k = max(1, min(int(k), len(map_xy)))
-    distances = np.hypot(map_xy[:, 0] - at[0], map_xy[:, 1] - at[1])
+    # Distances in units of the largest coordinate in play: differences of numbers near the float limit
+    # (a click at x = 1e308, a crafted map) would overflow to infinity and the weights to NaN. The weights
+    # 1 / (d + eps) are the same after normalisation whatever the unit, so eps is scaled with them.
+    points = np.asarray(map_xy, np.float64)
+    scale = max(1.0, float(np.abs(points).max(initial=0.0)), abs(float(at[0])), abs(float(at[1])))
+    distances = np.hypot(points[:, 0] / scale - at[0] / scale, points[:, 1] / scale - at[1] / scale)
+    eps = BLEND_EPS / scale
     nearest = np.argpartition(distances, k - 1)[:k] if k < len(distances) else np.arange(len(distances))
     nearest = nearest[np.argsort(distances[nearest], kind="stable")]
-    d = distances[nearest].astype(np.float64)
-    if d[0] < BLEND_EPS:
+    d = distances[nearest]
+    if d[0] < eps:
         weights = np.zeros(k)
         weights[0] = 1.0
     else:
-        weights = 1.0 / (d + BLEND_EPS)
+        weights = (d[0] + eps) / (d + eps)  # 1 / (d + eps) scaled to at most 1: no overflow for tiny d
         weights /= weights.sum()
     z = (weights[:, None] * codes[nearest].astype(np.float64)).sum(axis=0)
     return z.astype(np.float32), nearest, weights
