@@ -126,9 +126,10 @@ def test_run_reads_back_what_it_saved_and_names_a_foreign_file(analysis, tmp_pat
     for arrays in ({k: v for k, v in analysis.arrays.items() if k != "z"},  # z missing
                    {**analysis.arrays, "z": np.array(["a"] * 120)},  # z of strings
                    {**analysis.arrays, "z": np.full_like(analysis.arrays["z"], np.nan)},  # report's GMM fit crashed
-                   {**analysis.arrays, "pca_indices": analysis.arrays["pca_indices"] + 500}):  # out of range
+                   {**analysis.arrays, "pca_indices": analysis.arrays["pca_indices"] + 500},  # out of range
+                   {**analysis.arrays, "pca_embedding": analysis.arrays["pca_embedding"][:-1]}):  # a row short
         np.savez(run.analysis_npz, **arrays, analysis_id=np.asarray(pair_id))
-        with pytest.raises(RunError, match=r"analysis\.json: not an analysis .*array `(z|pca_indices)`"):
+        with pytest.raises(RunError, match=r"analysis\.json: not an analysis .*array[s]? `(z|pca_indices)`"):
             run.load_analysis()
     run.analysis_npz.write_bytes(b"not a zip")
     with pytest.raises(RunError, match=r"analysis\.npz: not analysis arrays written by zspace"):

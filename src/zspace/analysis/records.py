@@ -163,6 +163,9 @@ class Analysis(Record):
                                  f"Received: {array.dtype} {array.shape}")
             if array.dtype.kind == "f" and not np.isfinite(array).all():  # analyze never writes them
                 raise ValueError(f"array `{name}` holds non-finite values (NaN or infinity)")
+        if len(self.arrays["pca_indices"]) != len(self.arrays["pca_embedding"]):  # each alone is "any length"
+            raise ValueError(f"arrays `pca_indices` and `pca_embedding` must have one row per point; received "
+                             f"{len(self.arrays['pca_indices'])} and {len(self.arrays['pca_embedding'])}")
         for name in [k for k in expected if k.endswith("_indices")]:
             if len(self.arrays[name]) and not 0 <= self.arrays[name].min() <= self.arrays[name].max() < n:
                 raise ValueError(f"array `{name}` must index the {n} points")
