@@ -25,7 +25,6 @@ import os
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -61,39 +60,30 @@ def stats(ms: list[float]) -> tuple[float, float]:
 
 def over_http(app, z_dim: int, requests: int, warmup: int) -> list[float]:
     """Milliseconds of each timed decode request over one keep-alive HTTP connection to uvicorn."""
-    from zspace.explore.server import bind_socket, make_server
+    from zspace.explore import serving
 
-    sock = bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = make_server(app)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
     rng = np.random.default_rng(0)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.connect()
-    # http.client writes the headers and the body in two sends: without TCP_NODELAY, Nagle's algorithm holds
-    # the body until the server's delayed ACK (40 ms on Linux). Browsers set TCP_NODELAY.
-    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    headers = {"Content-Type": "application/json", "Host": f"127.0.0.1:{port}"}
     times = []
-    try:
-        for i in range(warmup + requests):
-            body = json.dumps({"z": rng.standard_normal(z_dim).tolist()})
-            start = time.perf_counter()
-            connection.request("POST", "/api/runs/0/decode", body, headers)
-            response = connection.getresponse()
-            data = response.read()
-            elapsed = (time.perf_counter() - start) * 1000
-            assert response.status == 200 and data[:4] == b"\x89PNG", (response.status, data[:200])
-            if i >= warmup:
-                times.append(elapsed)
-    finally:
-        connection.close()
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(app) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.connect()
+        # http.client writes the headers and the body in two sends: without TCP_NODELAY, Nagle's algorithm
+        # holds the body until the server's delayed ACK (40 ms on Linux). Browsers set TCP_NODELAY.
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        headers = {"Content-Type": "application/json", "Host": f"127.0.0.1:{port}"}
+        try:
+            for i in range(warmup + requests):
+                body = json.dumps({"z": rng.standard_normal(z_dim).tolist()})
+                start = time.perf_counter()
+                connection.request("POST", "/api/runs/0/decode", body, headers)
+                response = connection.getresponse()
+                data = response.read()
+                elapsed = (time.perf_counter() - start) * 1000
+                assert response.status == 200 and data[:4] == b"\x89PNG", (response.status, data[:200])
+                if i >= warmup:
+                    times.append(elapsed)
+        finally:
+            connection.close()
     return times
 
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -75,26 +72,6 @@ def analyse(runs: list[Path], tsne_size: int) -> None:
         if not (run / "analysis.npz").is_file():
             analyze_run(run, AnalysisConfig(k_max=10, kmeans_seeds=(0,), tsne_sizes=(tsne_size,)))
             print(f"analysed {run}")
-
-
-def serve(runs: list[Path]):
-    """The explorer of ``runs`` on a free loopback port, in a thread; returns (url, server, thread)."""
-    import uvicorn
-
-    from zspace.explore import build_app, open_runs
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    app = build_app(open_runs([str(run) for run in runs]), "127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            sys.exit("explorer_screenshot: the explorer server did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}/", server, thread
 
 
 def chromium(profile: Path):
@@ -196,14 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="zspace-screenshot-") as scratch:
         runs = args.runs or train_pair(args.config, args.sets, args.work or Path(scratch))
         analyse(runs, args.tsne_size)
-        url, server, thread = serve(runs)
-        driver = chromium(Path(scratch) / "chromium-profile")
-        try:
-            png = small_png(drive(driver, url, args.map_run))
-        finally:
-            driver.quit()
-            server.should_exit = True
-            thread.join(10)
+        from zspace.explore import build_app, open_runs, serving
+
+        with serving(build_app(open_runs([str(run) for run in runs]), "127.0.0.1")) as port:
+            driver = chromium(Path(scratch) / "chromium-profile")
+            try:
+                png = small_png(drive(driver, f"http://127.0.0.1:{port}/", args.map_run))
+            finally:
+                driver.quit()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(png)
     print(f"wrote {args.out} ({len(png) // 1024} KiB)")

@@ -9,9 +9,6 @@ skipped with one line saying what to install.
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -54,33 +51,13 @@ def runs(tmp_path_factory):
     return ae, vae
 
 
-def _serve(paths) -> tuple[str, object, threading.Thread]:
-    """Starts the explorer app of ``paths`` on a free loopback port in a thread; returns (url, server, thread)."""
-    import uvicorn
-
-    from zspace.explore import build_app, open_runs
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    app = build_app(open_runs([str(p) for p in paths]), "127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the explorer server did not start"
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}/", server, thread
-
-
 @pytest.fixture(scope="module")
 def url(runs):
     """The explorer of the AE and the VAE (run 0 = ae, run 1 = vae), served for the whole module."""
-    address, server, thread = _serve(runs)
-    yield address
-    server.should_exit = True
-    thread.join(10)
+    from zspace.explore import build_app, open_runs, serving
+
+    with serving(build_app(open_runs([str(p) for p in runs]), "127.0.0.1"), timeout=WAIT_S) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -232,33 +231,20 @@ def test_hostile_requests_leave_the_run_folder_untouched(vae_dir, explored):
 def test_a_connection_that_never_finishes_its_headers_is_closed(explored, monkeypatch):
     """uvicorn starts no timer before a connection's first response: half a request line held it for good."""
     import socket
-    import threading
     import time
 
     monkeypatch.setenv("ZSPACE_EXPLORE_HEADER_TIMEOUT_S", "1")
-    sock = srv.bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = srv.make_server(build_app(explored))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow, \
-                socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
-            slow.sendall(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: never complete
-            kept.sendall(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            first = kept.recv(65536)
-            assert first.startswith(b"HTTP/1.1 200")
-            kept.sendall(b"GET /api/ru")  # the next request on a kept-alive connection, never finished
-            started = time.monotonic()
-            assert slow.recv(1024) == b""  # closed by the server
-            assert time.monotonic() - started < 5
-            while kept.recv(65536):  # the rest of the first response, if any, then the close
-                pass
-            assert time.monotonic() - started < 5
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with srv.serving(build_app(explored)) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as slow, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+        slow.sendall(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: never complete
+        kept.sendall(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = kept.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET /api/ru")  # the next request on a kept-alive connection, never finished
+        started = time.monotonic()
+        assert slow.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        while kept.recv(65536):  # the rest of the first response, if any, then the close
+            pass
+        assert time.monotonic() - started < 5

@@ -536,15 +536,7 @@ def raw_request(port: int, path: str, host: str) -> tuple[int, bytes]:
 
 def test_a_real_uvicorn_server_refuses_a_rebinding_host_and_traversal(explored):
     """The app on uvicorn over a real socket (in a thread): what reaches the app is what a browser sends."""
-    sock = srv.bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = srv.make_server(build_app(explored))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with srv.serving(build_app(explored)) as port:
         assert raw_request(port, "/api/runs", f"127.0.0.1:{port}")[0] == 200
         status, body = raw_request(port, "/api/runs", f"rebound.attacker.example:{port}")
         assert status == 400 and b"runs" not in body
@@ -553,10 +545,6 @@ def test_a_real_uvicorn_server_refuses_a_rebinding_host_and_traversal(explored):
             assert raw_request(port, path, f"127.0.0.1:{port}")[0] == 404, path
         with pytest.raises(RunError, match=f"port {port} on 127.0.0.1 is in use"):
             srv.bind_socket("127.0.0.1", port)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.mark.slow

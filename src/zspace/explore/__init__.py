@@ -8,6 +8,7 @@ Python API::
 """
 
 from zspace.explore.server import (DEFAULT_PORT, Decoder, ExploredRun, build_app, comparable, open_runs,
-                                   prepare_run, serve)
+                                   prepare_run, serve, serving)
 
-__all__ = ["DEFAULT_PORT", "Decoder", "ExploredRun", "build_app", "comparable", "open_runs", "prepare_run", "serve"]
+__all__ = ["DEFAULT_PORT", "Decoder", "ExploredRun", "build_app", "comparable", "open_runs", "prepare_run", "serve",
+           "serving"]

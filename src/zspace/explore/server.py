@@ -34,6 +34,9 @@ import json
 import math
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -850,6 +853,32 @@ def make_server(app):
                             timeout_graceful_shutdown=2, limit_concurrency=MAX_CONNECTIONS,
                             http=_header_deadline_protocol(header_timeout_s()))
     return uvicorn.Server(config)
+
+
+@contextmanager
+def serving(app, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[int]:
+    """Runs ``app`` on :func:`make_server` in a daemon thread on a free port of ``host``; yields the port.
+
+    For tests, benchmarks and scripts: the same server and socket as ``zspace explore``, stopped on exit.
+
+    Raises:
+        RuntimeError: the server did not start within ``timeout`` seconds.
+    """
+    sock = bind_socket(host, 0)
+    server = make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the explorer server on {host} did not start within {timeout:g} s")
+            time.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def serve(runs: list[ExploredRun], host: str = "127.0.0.1", port: int = DEFAULT_PORT,
