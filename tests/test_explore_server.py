@@ -577,3 +577,23 @@ def test_the_real_server_from_the_cli(run_dirs):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_cli_server_like_ctrl_c(run_dirs):
+    """A scheduler's or `kill`'s SIGTERM: graceful stop, the "stopped" line, exit 0 (uvicorn re-raised it into the
+    default handler, which ended the process without a word)."""
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen([sys.executable, "-m", "zspace.cli", "explore", str(run_dirs["ae"]), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("zspace explore: http://127.0.0.1:"), (line, process.stderr.read())
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        assert "zspace explore: stopped" in out and "Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

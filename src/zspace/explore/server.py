@@ -32,6 +32,7 @@ import errno
 import io
 import json
 import math
+import signal
 import socket
 import threading
 import time
@@ -896,11 +897,22 @@ def serve(runs: list[ExploredRun], host: str = "127.0.0.1", port: int = DEFAULT_
     sock = sock or bind_socket(host, port)
     port = sock.getsockname()[1]
     server = make_server(build_app(runs, host))
-    say(f"zspace explore: {url_of(host, port)}  (Ctrl-C stops it)")
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then re-raises the signal to the handler that was there
+    # before: SIGTERM's default would end the process without the "stopped" line, so it becomes an interrupt too
+    # (installed before the URL is printed: a client may stop the server as soon as it reads the URL).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
+        say(f"zspace explore: {url_of(host, port)}  (Ctrl-C stops it)")
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the signal
+    except KeyboardInterrupt:
         pass
     finally:
         sock.close()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     say("zspace explore: stopped")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
