@@ -303,6 +303,8 @@ def test_prior_samples_are_marked_on_the_map(page):
     summary = page.find_element(By.ID, "prior-summary").text
     spacing = page.execute_script("return window.zspaceExplorer.state.prior.reference_distance")
     assert "samples from N(0, I)" in summary and f"typically {spacing:.2f} apart" in summary
+    distinct = len(set(page.execute_script("return window.zspaceExplorer.state.prior.neighbours")))
+    assert f"({distinct} distinct images:" in summary  # stacked rings are said, not hidden
 
     Select(page.find_element(By.ID, "prior-dist")).select_by_value("uniform")
     wait_for(page, "return document.getElementById('prior-summary').textContent.includes('uniform')")

@@ -722,7 +722,8 @@
       ? ` (encoded images are typically ${prior.reference_distance.toFixed(2)} apart)` : "";
     $("prior-summary").textContent = `${prior.images.length} samples from ${what}. z-distance to the nearest `
       + `encoded image: median ${median.toFixed(2)}, max ${sorted[sorted.length - 1].toFixed(2)}${spacing}. `
-      + "Ringed on the map at that image; bigger ring = farther (a hole).";
+      + `Ringed on the map at that image (${new Set(prior.neighbours).size} distinct images: samples `
+      + "sharing one share its ring); bigger ring = farther (a hole).";
     $("prior-clear").disabled = false;
     drawMap();
   }
