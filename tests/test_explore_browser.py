@@ -9,7 +9,10 @@ skipped with one line saying what to install.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -40,15 +43,27 @@ MARK_RGB = (0xC2, 0x18, 0x5B)
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny digits AE and VAE, each analysed with a small t-SNE (300 points on the map)."""
+    """A tiny digits AE and VAE, each analysed with a small t-SNE (300 points on the map); the VAE's analysis
+    has two attributes (the analysis of a run with a dataset given)."""
+    from zspace import Run
     from zspace.analysis import analyze_run
     from zspace.config import AnalysisConfig
+    from zspace.data import load_dataset
 
     ae, vae = train_ae_and_vae(tmp_path_factory.mktemp("explore-browser"), epochs=2)
     settings = AnalysisConfig(k_max=4, kmeans_seeds=(0,), tsne_sizes=(300,), pca_subset=300)
-    for run in (ae, vae):
-        analyze_run(run, settings)
+    analyze_run(ae, settings)
+    analyze_run(Run(vae, dataset=with_attributes(load_dataset("digits"))), settings)  # attribute sliders
     return ae, vae
+
+
+ATTRIBUTES = ("odd", "large")
+
+
+def with_attributes(data):
+    """The digits with two binary attributes made from their labels: odd, and 5 or more (+1 / -1, as CelebA's)."""
+    attributes = np.stack([data.y_train % 2 == 1, data.y_train >= 5], axis=1)
+    return dataclasses.replace(data, attribute_names=ATTRIBUTES, a_train=np.where(attributes, 1, -1).astype(np.int8))
 
 
 @pytest.fixture(scope="module")
@@ -356,3 +371,26 @@ def test_a_failed_request_shows_its_reason_on_the_page(page):
     assert status_text(page).startswith("decoding failed: 422 ")
     assert "z" in status_text(page)
     assert all("422" in message for message in console_errors(page))  # the browser's own network line only
+
+
+def test_attribute_sliders_move_along_the_attribute_vectors(page, runs):
+    from zspace import Run
+
+    Select(page.find_element(By.ID, "run-select")).select_by_visible_text("vae (VAE)")
+    wait_for(page, "const s = window.zspaceExplorer.state; return s.run === 1 && s.map !== null")
+    click_point(page, 7)
+    labels = [page.find_element(By.CSS_SELECTOR, f"label[for='attr-{i}']").text for i in range(len(ATTRIBUTES))]
+    assert labels == list(ATTRIBUTES)
+    picked = shown_pixels(page, "decoded")
+    z0 = np.array(page.execute_script("return window.zspaceExplorer.state.pick.z0"))
+    shown = decodes_shown(page)
+    page.execute_script("""const s = document.getElementById("attr-1");
+        s.value = "1.5"; s.dispatchEvent(new Event("input"));""")
+    wait_for(page, "return window.zspaceExplorer.state.stats.decodeShown > arguments[0]", shown)
+    wait_idle(page)
+    vector = np.array(page.execute_script("return window.zspaceExplorer.state.directions.attributes.large"))
+    np.testing.assert_allclose(vector, Run(runs[1]).load_analysis().arrays["attribute_vectors"][1], rtol=1e-6)
+    z = np.array(page.execute_script("return window.zspaceExplorer.currentZ()"))
+    np.testing.assert_allclose(z, z0 + 1.5 * vector, rtol=1e-6, atol=1e-6)  # z0 + t * the "large" vector
+    assert shown_pixels(page, "decoded") == decoded_pixels(page, 1, z.tolist()) != picked
+    assert console_errors(page) == []
