@@ -7,11 +7,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import tiny_run_config
