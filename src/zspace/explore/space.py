@@ -11,8 +11,9 @@ import math
 import numpy as np
 
 __all__ = ["blend_nearest", "pca_directions", "attribute_directions", "interpolate", "slerp", "prior_samples",
-           "nearest_neighbours", "max_norm", "prior_radius", "check_z", "BLEND_EPS", "NEIGHBOUR_BLOCK_FLOATS",
-           "MAX_NORM_FACTOR", "MAX_NORM_MARGIN", "PRIOR_RADIUS_FLOOR", "PCA_BLOCK_ROWS", "typical_spacing", "SPACING_QUERIES"]
+           "nearest_neighbours", "max_norm", "prior_radius", "check_z", "typical_spacing", "BLEND_EPS",
+           "NEIGHBOUR_BLOCK_FLOATS", "MAX_NORM_FACTOR", "MAX_NORM_MARGIN", "PRIOR_RADIUS_FLOOR", "PCA_BLOCK_ROWS",
+           "SPACING_QUERIES"]
 
 BLEND_EPS = 1e-6
 """Added to map distances before inverting them (weights 1 / (distance + BLEND_EPS)); a click closer to a point
