@@ -99,6 +99,32 @@ def test_two_trainings_of_one_run_dir_at_once_leave_one_consistent_run(tmp_path)
     assert [r["epoch"] for r in history] == list(range(1, summary["epochs_done"] + 1))
 
 
+def test_the_lock_loser_never_removes_the_folder_the_winner_is_starting_in(tmp_path, monkeypatch):
+    """Both saw no folder; the other process took the lock between our mkdir and our lock. Its
+    folder (still only the lock file) must survive our refusal."""
+    import zspace.training.run as training_run
+
+    run_dir = tmp_path / "run"
+    make_folder = training_run._check_writable
+    winner = []
+
+    def winner_locks_first(folder):
+        make_folder(folder)
+        winner.append(subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE,
+                                       text=True))
+        assert winner[0].stdout.readline().strip() == "locked"
+
+    monkeypatch.setattr(training_run, "_check_writable", winner_locks_first)
+    try:
+        with pytest.raises(RunError, match="is in use by PID"):
+            train(tiny_run_config(run_dir, epochs=1))
+        assert (run_dir / ".zspace.lock").is_file()
+    finally:
+        for process in winner:
+            process.kill()
+            process.wait()
+
+
 def test_a_failed_start_in_a_new_folder_leaves_no_folder(tmp_path):
     config = tiny_run_config(tmp_path / "new", epochs=1, dataset="idx:" + str(tmp_path / "missing"))
     with pytest.raises(Exception):

@@ -316,11 +316,13 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     _check_writable(run.root)
     try:
         with run.lock("train"):
-            return _train_locked(run, config)
-    except BaseException:
-        if created:
-            _remove_if_unused(run)
-        raise
+            try:
+                return _train_locked(run, config)
+            except BaseException:
+                # Under the lock: a process refused the lock may have made the folder the holder is starting in.
+                if created:
+                    _remove_if_unused(run)
+                raise
     finally:
         run.close()  # Keras keeps the batches (so a cache's open shard files) referenced after fit
 
