@@ -246,7 +246,7 @@ def analyze(
     """Encode the run's dataset and write its analysis (records and arrays) into the run directory."""
     from zspace.analysis import analyze_run
     from zspace.analysis.encoding import resolve_epsilon_scale
-    from zspace.analysis.projector import tensorboard_dir
+    from zspace.rundir import tensorboard_dir
     from zspace.analysis.tables import format_radius_table
     from zspace.config import AnalysisConfig, parse_overrides
     from zspace.data import load_dataset

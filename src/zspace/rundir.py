@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from zspace.analysis import Analysis
     from zspace.models import Autoencoder
 
-__all__ = ["Run", "run_data", "read_history", "list_checkpoints", "training_config"]
+__all__ = ["Run", "run_data", "read_history", "list_checkpoints", "training_config", "tensorboard_dir"]
 
 # analysis.json / evaluation.json hold summaries only (a CelebA analysis: well under 1 MiB); refuse anything far larger.
 MAX_ANALYSIS_JSON_BYTES = 64 * 2**20
@@ -110,6 +110,11 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
 def run_config_path(folder: str | Path) -> Path:
     """Where a run directory keeps its config (``folder/config.toml``)."""
     return Path(folder) / "config.toml"
+
+
+def tensorboard_dir(folder: str | Path) -> Path:
+    """Where a run directory keeps its TensorBoard logs and projector data (``folder/tensorboard``)."""
+    return Path(folder) / "tensorboard"
 
 
 def training_config(path: str | Path) -> RunConfig:

@@ -43,6 +43,7 @@ from zspace.analysis.projection import random_subset
 from zspace.analysis.records import Analysis
 from zspace.config import MAX_PROJECTOR_POINTS
 from zspace.errors import ConfigError, DiskFullError, RunError
+from zspace.rundir import tensorboard_dir
 from zspace.storage import TEMP_PREFIX, fsync_path, is_disk_full, process_umask
 
 __all__ = ["MAX_SPRITE_PX", "MIN_THUMBNAIL_PX", "ProjectorData", "projector_data", "write_projector",
@@ -63,11 +64,6 @@ CONFIG_NAME = "projector_config.pbtxt"  # tensorboard.plugins.projector.metadata
 METADATA_NAME = "metadata.tsv"
 SPRITE_NAME = "sprite.png"
 SPLIT_NAMES = ("train", "validation")
-
-
-def tensorboard_dir(run_root: str | Path) -> Path:
-    """The run's TensorBoard log directory, ``RUN/tensorboard``."""
-    return Path(run_root) / "tensorboard"
 
 
 def projector_config_path(run_root: str | Path) -> Path:

@@ -35,6 +35,7 @@ from zspace.config import RunConfig
 from zspace.data.tasks import example_inputs
 from zspace.errors import RunError
 from zspace.generation.grid import image_grid
+from zspace.rundir import tensorboard_dir
 
 __all__ = ["TrainingLogs", "tensorboard_dir", "require_tensorflow", "fixed_images", "prior_samples",
            "reconstruction_rows", "TENSORBOARD_IMAGES", "TENSORBOARD_PRIOR_SAMPLES", "TENSORBOARD_CELL"]
@@ -55,11 +56,6 @@ module doc). A file dated further ahead (the clock was set back) is not waited f
 
 _PRIOR_STREAM = 15  # tags the prior samples' draw: a random stream of the run's seed of its own
 _EVENT_FILE = re.compile(r"events\.out\.tfevents\.(\d+)\.")
-
-
-def tensorboard_dir(run_root: str | Path) -> Path:
-    """The folder of a run's TensorBoard logs (``train/`` and ``validation/`` inside)."""
-    return Path(run_root) / "tensorboard"
 
 
 def require_tensorflow() -> None:
