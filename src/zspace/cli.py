@@ -89,6 +89,20 @@ def _clear_errors():
         raise typer.Exit(2) from None
 
 
+@contextlib.contextmanager
+def _lost_processes_exit():
+    """Several processes: an error ends the process at once (os._exit) after its one line: JAX's exit
+    handler would wait for the other processes and abort with pages of C++ log."""
+    try:
+        yield
+    except typer.Exit as exc:
+        cluster = _state.get("cluster")
+        if cluster is not None and cluster.multi_process and exc.exit_code:
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
+        raise
+
+
 @app.callback()
 def _main(ctx: typer.Context,
           debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
@@ -181,16 +195,29 @@ def train(
         help="Branch: the new run's noise seed (sampling noise, batch order); default: the checkpoint's noise.")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", show_default=False, help="Branch: the new run directory (absent or empty).")] = None,
+    coordinator: Annotated[str | None, typer.Option(
+        "--coordinator", show_default=False,
+        help="Several processes (JAX): HOST:PORT of process 0; default $ZSPACE_COORDINATOR.")] = None,
+    num_processes: Annotated[int | None, typer.Option(
+        "--num-processes", min=1, show_default=False,
+        help="Several processes: how many; default $ZSPACE_NUM_PROCESSES, else 1.")] = None,
+    process_id: Annotated[int | None, typer.Option(
+        "--process-id", min=0, show_default=False,
+        help="Several processes: this one's, 0..N-1 (0 writes the run); default $ZSPACE_PROCESS_ID, else 0.")] = None,
 ) -> None:
     """Train (or resume) a run, or branch it: --from-epoch N --out NEW [--reseed S].
 
-    A branch NEW starts from epoch N's checkpoint of RUN (with --reseed S, fresh noise) and trains on to `epochs`."""
+    A branch NEW starts from epoch N's checkpoint of RUN (with --reseed S, fresh noise) and trains on to `epochs`.
+    Several processes: the same command on each, with --coordinator, --num-processes and --process-id."""
     from zspace.config import parse_overrides
     from zspace.rundir import training_config
     from zspace.training import branch_run
     from zspace.training import train as train_run
+    from zspace.training.distribute import Cluster
 
-    with _clear_errors():
+    with _lost_processes_exit(), _clear_errors():
+        cluster = Cluster.from_env(coordinator=coordinator, num_processes=num_processes, process_id=process_id)
+        _state["cluster"] = cluster
         epoch, seed, new_run = from_epoch, reseed, out  # each given once (a repeated option is a usage error)
         if epoch is None and (seed is not None or new_run is not None):
             raise ConfigError("--reseed and --out branch a run: give --from-epoch N too.")
@@ -202,7 +229,11 @@ def train(
             run_config = branch_run(run_config, epoch, new_run, noise_seed=seed)
             typer.echo(f"branched {new_run} from epoch {epoch} of {source}"
                        + (f" with noise seed {seed}" if seed is not None else ""))
-        result = train_run(run_config)
+        if cluster.multi_process and epoch is not None:
+            raise ConfigError("--from-epoch makes a branch on one process; branch first, then train it on several.")
+        result = train_run(run_config, cluster=cluster)
+        if not cluster.is_chief:
+            return
         last = result.history[-1] if result.history else {}
         typer.echo(f"run {result.run.root}: {len(result.history)} epochs, "
                    f"val_total_loss={last.get('val_total_loss', float('nan')):.4f}")

@@ -358,6 +358,21 @@ class TrainConfig(Config):
         '"mixed_float16" is for GPUs (with loss scaling). Saved models load and run in float32.',
         "float32",
     )
+    distribution: Literal["none", "data_parallel"] = _f(
+        '"data_parallel": a replica of the model on each of `devices` devices, every batch split among them '
+        "(TensorFlow: tf.distribute.MirroredStrategy; JAX: keras.distribution.DataParallel; not on PyTorch). "
+        "batch_size stays the global batch and the learning rate is not rescaled. Several processes or machines: "
+        "JAX only, `zspace train --coordinator HOST:PORT --num-processes N --process-id I` (README).",
+        "none",
+    )
+    devices: int = _f(
+        'distribution = "data_parallel": devices per process; 0 = every GPU (1 CPU device on a machine without '
+        "GPUs); N = the first N GPUs, or N logical CPU devices on a machine without GPUs (how it is tested on a "
+        "CPU). batch_size must divide by the devices of all processes.",
+        0, at_least(0),
+        Check(lambda v, c: v == 0 or c.distribution == "data_parallel",
+              lambda c: f'0 unless distribution = "data_parallel" (distribution = {c.distribution!r})'),
+    )
     kl_warmup_epochs: int = _f(
         "The KL weight ramps linearly from 0 (epoch 1) to kl_factor over this many epochs; 0 = off.", 0,
         at_least(0, ">= 0 (0 = off)"),

@@ -10,7 +10,8 @@ from keras import ops
 
 from zspace.config import ModelConfig
 from zspace.models.kl_methods import KLMethod, kl_method_for
-from zspace.models.losses import kl_per_image
+from zspace.models.layers import PerThreadLosses
+from zspace.models.losses import kl_per_image, per_replica, whole_batch
 from zspace.models.networks import build_decoder, build_encoder
 
 __all__ = ["Autoencoder", "build_model"]
@@ -42,7 +43,7 @@ class FirstNonFiniteStep(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="zspace")
-class Autoencoder(keras.Model):
+class Autoencoder(PerThreadLosses, keras.Model):
     """Convolutional AE or VAE.
 
     ``call`` returns a dict: ``reconstruction`` (batch, H, W, C) and ``z`` (batch, z_dim),
@@ -125,10 +126,15 @@ class Autoencoder(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The batch's total loss (scalar) by the KL method; also tracks it."""
-        total = self.kl_method.compute_loss(self, x, y, y_pred, sample_weight, training)
+        """The batch's total loss (scalar) by the KL method; also tracks it.
+
+        Under a tf.distribute strategy of several replicas, each returns its share of the global
+        batch's mean (:func:`per_replica`: the replicas' gradients are summed); the tracked value is
+        the replica's own mean (the metric weighs replicas by their images).
+        """
+        total = whole_batch(self.kl_method.compute_loss(self, x, y, y_pred, sample_weight, training))
         self.track_total_loss(total, y_pred)
-        return total
+        return per_replica(total, ops.shape(y_pred["z"])[0])
 
     def track_total_loss(self, total, y_pred):
         """Feeds one step's total loss (scalar) to ``total_loss`` and ``nonfinite_step``.

@@ -26,7 +26,8 @@ from keras import ops
 
 from zspace.config import ModelConfig
 from zspace.models.layers import KLDivergenceLoss
-from zspace.models.losses import LogvarKLLoss, MuKLLoss, ReconstructionLoss, reconstruction_per_image
+from zspace.models.losses import (LogvarKLLoss, MuKLLoss, ReconstructionLoss, per_replica,
+                                  reconstruction_per_image, replicas_in_sync)
 
 __all__ = [
     "KLMethod", "NoKL", "LayerKL", "OutputsKL", "AddLossKL", "TrainStepKL", "KL_METHODS", "kl_method_for",
@@ -141,8 +142,9 @@ class TrainStepKL(KLMethod):
         return total
 
     def compute_loss(self, model, x, y, y_pred, sample_weight, training):
-        # Keras' test step (evaluate) uses this: the loss the custom step trains on.
-        return self.total_loss(model, y, y_pred, model.losses)
+        # Keras' test step (evaluate) uses this: the loss the custom step trains on, in Keras' convention
+        # (a replica's mean / the replica count, as Keras' own losses).
+        return per_replica_count(self.total_loss(model, y, y_pred, model.losses))
 
     def train_step(self, model, *args):
         step = {"tensorflow": self._tensorflow_step, "torch": self._torch_step, "jax": self._jax_step}
@@ -161,7 +163,8 @@ class TrainStepKL(KLMethod):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
             loss = self.total_loss(model, y, y_pred, model.losses)
-            scaled = model.optimizer.scale_loss(loss)
+            # the replicas sum their gradients: each contributes its share of the global mean
+            scaled = model.optimizer.scale_loss(per_replica(loss, ops.shape(y_pred["z"])[0]))
         gradients = tape.gradient(scaled, model.trainable_weights)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
         model.track_total_loss(loss, y_pred)
@@ -208,6 +211,12 @@ class TrainStepKL(KLMethod):
             logs = model.compute_metrics(x, y, y_pred, sample_weight)
         metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def per_replica_count(loss):
+    """Keras' convention for a loss under tf.distribute: a replica's mean / the replica count."""
+    n = replicas_in_sync()
+    return loss if n == 1 else loss * ops.cast(1.0 / n, loss.dtype)
 
 
 def _unpack(data):

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import threading
+
 import keras
 from keras import ops
 
 from zspace.models.losses import kl_per_image
 
-__all__ = ["Sampling", "KLDivergenceLoss", "SoftUpperClip", "FusibleLeakyReLU"]
+__all__ = ["Sampling", "KLDivergenceLoss", "SoftUpperClip", "FusibleLeakyReLU", "PerThreadLosses"]
+
+
+class PerThreadLosses:
+    """Mixin for a Keras layer that calls ``add_loss``: one list of loss terms per thread.
+
+    Keras keeps a layer's ``add_loss`` terms in one list, cleared when a call begins. tf.distribute's
+    MirroredStrategy traces each replica's step in a thread of its own, at the same time: a replica
+    then reads (or clears) another replica's KL term (seen with 2 replicas: the second replica's
+    total loss held both terms). A list per thread keeps each replica's terms its own.
+    """
+
+    @property
+    def _losses(self):
+        local = self.__dict__.get("_per_thread_losses")
+        if local is None:  # Layer.__init__ sets _losses before anything else
+            local = self.__dict__["_per_thread_losses"] = threading.local()
+        if not hasattr(local, "terms"):
+            local.terms = []
+        return local.terms
+
+    @_losses.setter
+    def _losses(self, value):
+        self.__dict__["_per_thread_losses"] = threading.local()
+        self._losses.extend(value)
 
 
 @keras.saving.register_keras_serializable(package="zspace")
@@ -41,11 +67,21 @@ class Sampling(keras.layers.Layer):
 
     def call(self, inputs):
         mu, logvar = (ops.cast(t, "float32") for t in inputs)
-        eps = keras.random.normal(ops.shape(mu), seed=self.seed_generator, dtype=mu.dtype)
+        eps = self._noise(mu)
         if self.epsilon_clip is not None:
             eps = ops.clip(eps, -self.epsilon_clip, self.epsilon_clip)
         scale = ops.cast(self.epsilon_scale, mu.dtype)
         return mu + ops.exp(0.5 * logvar) * eps * scale
+
+    def _noise(self, mu):
+        """eps of the shape of ``mu``. Under a tf.distribute strategy each replica draws the noise of the
+        whole global batch and keeps its own rows, so R replicas see the noise one device would."""
+        window = _replica_window(mu) if keras.backend.backend() == "tensorflow" else None
+        if window is None:
+            return keras.random.normal(ops.shape(mu), seed=self.seed_generator, dtype=mu.dtype)
+        offset, total = window
+        eps = keras.random.normal((total, mu.shape[-1]), seed=self.seed_generator, dtype=mu.dtype)
+        return eps[offset:offset + ops.shape(mu)[0]]
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -70,8 +106,25 @@ class Sampling(keras.layers.Layer):
         }
 
 
+def _replica_window(mu):
+    """(first row, rows in all) of this replica's rows in the global batch under a tf.distribute
+    strategy of several replicas (which hands replica r the r-th consecutive part); None otherwise."""
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    rows = context.all_gather(tf.shape(mu)[:1], axis=0)  # every replica's row count, in replica order
+    # The id as a Python int where the strategy keeps one: its tensor form is a placeholder that Keras'
+    # multi-step while loop (steps_per_execution > 1) cannot feed.
+    replica = getattr(context, "_replica_id_in_sync_group", None)
+    if not isinstance(replica, int):
+        replica = context.replica_id_in_sync_group
+    return tf.reduce_sum(rows[:replica]), tf.reduce_sum(rows)
+
+
 @keras.saving.register_keras_serializable(package="zspace")
-class KLDivergenceLoss(keras.layers.Layer):
+class KLDivergenceLoss(PerThreadLosses, keras.layers.Layer):
     """Identity on ``[mu, logvar]`` that adds ``kl_factor * scale * mean_batch(KL)`` with ``add_loss``.
 
     Call args:

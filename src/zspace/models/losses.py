@@ -14,7 +14,45 @@ __all__ = [
     "ReconstructionLoss",
     "MuKLLoss",
     "LogvarKLLoss",
+    "replicas_in_sync",
+    "per_replica",
+    "whole_batch",
 ]
+
+
+def replicas_in_sync() -> int:
+    """Replicas that sum their gradients each step: TensorFlow's tf.distribute strategy's, else 1.
+
+    (JAX's DataParallel shards one program over the devices: its mean over a batch is already the
+    global mean, as on one device.)
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def per_replica(loss, rows):
+    """A replica's mean loss over its ``rows`` images -> its part of the global batch's mean: x rows /
+    all rows (the replicas' gradients are summed). The identity without several tf.distribute replicas.
+    (Keras' own losses divide by the replica count instead, which is wrong for an unevenly split last batch.)"""
+    n = replicas_in_sync()
+    if n == 1:
+        return loss
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context (Keras' symbolic build): no step is taken
+        return loss / n
+    rows = tf.cast(rows, loss.dtype)
+    return loss * rows / context.all_reduce("sum", rows)
+
+
+def whole_batch(loss):
+    """Keras' convention (a replica's mean / the replica count) -> the replica's mean, for metrics."""
+    n = replicas_in_sync()
+    return loss if n == 1 else loss * ops.cast(n, loss.dtype)
 
 
 def reconstruction_per_image(target, output, kind: str, reduction: str = "sum"):

@@ -30,10 +30,13 @@ class EpochBatches(keras.utils.PyDataset):
             inputs and ``transform`` must be None); None: the images are the targets.
         noise_seed: seed of the transform's random numbers, drawn per (epoch, batch) so that a
             resumed run sees the same noise.
+        share: ``share(rows) -> slice | None``: this process's rows of a batch of ``rows`` images (one of
+            several processes; None: the whole batch). Only those rows are read, except with a transform,
+            which draws the whole batch's noise (so that the noise is that of one process).
     """
 
     def __init__(self, images, batch_size: int, seed: int | None = None, start_epoch: int = 0,
-                 end_epoch: int = 1, transform=None, noise_seed: int = 0, targets=None):
+                 end_epoch: int = 1, transform=None, noise_seed: int = 0, targets=None, share=None):
         super().__init__(workers=1, use_multiprocessing=False)
         if end_epoch <= start_epoch:
             raise ValueError(f"end_epoch ({end_epoch}) must exceed start_epoch ({start_epoch}).")
@@ -44,6 +47,7 @@ class EpochBatches(keras.utils.PyDataset):
         self.batch_size, self.seed = batch_size, seed
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
         self.steps_per_epoch = math.ceil(len(images) / batch_size)
+        self.share = share
         self._cached: tuple[int, np.ndarray] | None = None
 
     def order(self, epoch: int) -> np.ndarray:
@@ -60,12 +64,16 @@ class EpochBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         epoch = self.start_epoch + index // self.steps_per_epoch
         step = index % self.steps_per_epoch
-        batch = self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
         # Sorted indices read memory (or disk) in order; the order inside a batch does not change its mean loss.
-        targets = self.images[np.sort(batch)]
+        batch = np.sort(self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size])
+        part = self.share(len(batch)) if self.share is not None else None
+        if self.transform is None and part is not None:
+            batch = batch[part]
+        targets = self.images[batch]
         if self.targets is not None:  # input/target pairs: the images are the inputs
-            return targets, self.targets[np.sort(batch)]
+            return targets, self.targets[batch]
         if self.transform is None:
             return targets, targets
         rng = np.random.default_rng([self.noise_seed, epoch, step])
-        return self.transform(targets, rng), targets
+        inputs = self.transform(targets, rng)
+        return (inputs, targets) if part is None else (inputs[part], targets[part])

@@ -74,11 +74,14 @@ class HistoryCSV(keras.callbacks.Callback):
         path: the CSV file.
         rows: rows kept from earlier epochs of a resumed run.
         guard: a guard (``tripped`` flag) or a sequence of them; an epoch one of them rejected is not recorded.
+        write: False keeps the rows in memory only (a process other than the chief).
     """
 
-    def __init__(self, path: str | Path, rows: list[dict[str, float]] | None = None, guard=None):
+    def __init__(self, path: str | Path, rows: list[dict[str, float]] | None = None, guard=None,
+                 write: bool = True):
         super().__init__()
         self.path = Path(path)
+        self.write = write
         self.rows = list(rows or [])
         self.guard = guard
         self._start = time.perf_counter()
@@ -95,7 +98,8 @@ class HistoryCSV(keras.callbacks.Callback):
             if key in logs:
                 row[key] = float(logs[key])
         self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
-        write_history(self.path, self.rows)
+        if self.write:
+            write_history(self.path, self.rows)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -105,13 +109,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         run: the :class:`zspace.Run` whose checkpoints these are.
         keep: keep only the newest ``keep`` checkpoints; 0 keeps all.
         guard: as :class:`HistoryCSV`'s; a rejected epoch gets no checkpoint.
+        save: False only checks the weights (a process other than the chief: every process must stop alike).
     """
 
-    def __init__(self, run, keep: int = 0, guard=None):
+    def __init__(self, run, keep: int = 0, guard=None, save: bool = True):
         super().__init__()
         self.run = run
         self.keep = keep
         self.guard = guard
+        self.save = save
 
     def on_epoch_end(self, epoch, logs=None):
         if _tripped(self.guard):
@@ -123,6 +129,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if nonfinite is not None:
                 nonfinite.trip(epoch, None, "non-finite weights at the end of the epoch")
             self.model.stop_training = True
+            return
+        if not self.save:
             return
         path = self.run.checkpoint_path(epoch + 1)
         try:

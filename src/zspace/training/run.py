@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -15,12 +16,13 @@ import numpy as np
 
 from zspace.config import RunConfig, TrainConfig
 from zspace.data import Dataset, check_task_data, inference_inputs, task_transform
-from zspace.errors import RunError, TrainingDiverged
+from zspace.errors import ConfigError, RunError, TrainingDiverged, ZspaceError
 from zspace.models import Autoencoder, build_model
 from zspace.models.saving import inspect_model_file, save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.rundir import Run, run_data
 from zspace.training.batches import EpochBatches
+from zspace.training.distribute import SINGLE_PROCESS, Cluster, Replicas, replicas_for
 from zspace.training.tf_pipeline import epoch_dataset
 from zspace.training.callbacks import (EpochCheckpoint, HistoryCSV, JumpDetector, KLWarmup, LatentMonitor,
                                        NonFiniteGuard)
@@ -33,6 +35,7 @@ __all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult",
 RESUMABLE_FIELDS = frozenset({
     "epochs", "run_dir", "keep_checkpoints", "verbose", "on_nonfinite", "nonfinite_retries", "retry_lr_factor",
     "steps_per_execution", "monitor_images", "jump_factor", "on_jump", "jump_reseeds", "tensorboard",
+    "distribution", "devices",  # the same global batches on more devices: the same steps, up to rounding
 })
 
 
@@ -57,8 +60,8 @@ class RunResult:
     start_epoch: int = 0
 
 
-def _say(config: RunConfig, message: str) -> None:
-    if config.train.verbose:
+def _say(config: RunConfig, message: str, replicas: Replicas | None = None) -> None:
+    if config.train.verbose and (replicas is None or replicas.is_chief):
         print(f"[zspace] {message}", file=sys.stderr, flush=True)
 
 
@@ -194,33 +197,36 @@ def steps_per_execution(steps_per_epoch: int, most: int) -> int:
     return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def new_model(config: RunConfig, steps_per_epoch: int) -> Autoencoder:
-    """The run's model, seeded and compiled the way :func:`train` trains it."""
+def new_model(config: RunConfig, steps_per_epoch: int, replicas: Replicas | None = None) -> Autoencoder:
+    """The run's model, seeded and compiled the way :func:`train` trains it (on ``replicas``' devices)."""
     t = config.train
-    keras.utils.set_random_seed(t.seed)
-    model = build_model(config.model, seed=t.seed, precision=t.precision)
-    clip = {"clipnorm": t.gradient_clip_norm} if t.gradient_clip_norm else {}
-    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0), **clip),
-                  steps_per_execution=steps_per_execution(steps_per_epoch, t.steps_per_execution))
-    model.optimizer.build(model.trainable_variables)
+    with replicas.scope() if replicas is not None else contextlib.nullcontext():
+        keras.utils.set_random_seed(t.seed)
+        model = build_model(config.model, seed=t.seed, precision=t.precision)
+        clip = {"clipnorm": t.gradient_clip_norm} if t.gradient_clip_norm else {}
+        # Keras' multi-step loop fails under MirroredStrategy (an unfed placeholder in its has_next): one step.
+        most = 1 if replicas is not None and replicas.strategy is not None else t.steps_per_execution
+        model.compile(optimizer=keras.optimizers.Adam(t.learning_rate_at(0), **clip),
+                      steps_per_execution=steps_per_execution(steps_per_epoch, most))
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
 def input_batches(images, train: TrainConfig, seed: int | None, start_epoch: int = 0, end_epoch: int = 1,
-                  noise_seed: int = 0, targets=None):
+                  noise_seed: int = 0, targets=None, share=None):
     """The (inputs, targets) batches ``zspace.train`` feeds to ``fit`` (``targets``: those of
     input/target pairs, ``images`` being the inputs).
 
     In-memory arrays of the plain reconstruction task go through a tf.data pipeline on the
     TensorFlow backend (the same batches, gathered in-graph); everything else through
-    :class:`EpochBatches`.
+    :class:`EpochBatches` (``share``: one process's rows of each batch, see there).
     """
     transform = task_transform(train.task, train.noise_sigma, train.drop_fraction)
-    if (transform is None and targets is None and isinstance(images, np.ndarray)
+    if (transform is None and targets is None and share is None and isinstance(images, np.ndarray)
             and keras.backend.backend() == "tensorflow"):
         return epoch_dataset(images, train.batch_size, seed, start_epoch, end_epoch)
     return EpochBatches(images, train.batch_size, seed=seed, start_epoch=start_epoch, end_epoch=end_epoch,
-                        transform=transform, noise_seed=noise_seed, targets=targets)
+                        transform=transform, noise_seed=noise_seed, targets=targets, share=share)
 
 
 # Tags the monitor's draw of validation images: a random stream of the run's seed of its own.
@@ -237,16 +243,18 @@ def monitor_images(x_val, train: TrainConfig) -> np.ndarray | None:
     return inference_inputs(np.asarray(x_val[chosen], dtype=np.float32), train.task)
 
 
-def _record_warnings(run: Run, state: dict[str, Any], events: list[dict]) -> None:
+def _record_warnings(run: Run, state: dict[str, Any], events: list[dict], write: bool = True) -> None:
     """Writes a warn-only jump's events into run_state.json at once (a rolled-back epoch's are written
     with its new noise seed); an epoch trained again after a kill repeats its events: kept once."""
     new = [e for e in events if e["action"] == "warn" and e not in state["jump_events"]]
     if new:
         state["jump_events"].extend(new)
-        run.write_state(state)
+        if write:
+            run.write_state(state)
 
 
-def _jump_detector(run: Run, t: TrainConfig, state: dict[str, Any], history, noise_seed: int, guard):
+def _jump_detector(run: Run, t: TrainConfig, state: dict[str, Any], history, noise_seed: int, guard,
+                   write: bool = True):
     """The fit's JumpDetector (None when jump_factor is 0): rolls back while reseeds are left."""
     if not t.jump_factor:
         return None
@@ -255,12 +263,14 @@ def _jump_detector(run: Run, t: TrainConfig, state: dict[str, Any], history, noi
             if t.on_jump == "reseed" and not reseed else "")
     return JumpDetector(history[-1] if history else {}, t.jump_factor,
                         reseed_to=next_noise_seed(noise_seed) if reseed else None,
-                        on_event=lambda events: _record_warnings(run, state, events), guard=guard, note=note)
+                        on_event=lambda events: _record_warnings(run, state, events, write), guard=guard, note=note)
 
 
-def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored):
-    """One call of Keras' fit from ``start_epoch``; returns (guard, jump detector or None, history rows)."""
+def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored, replicas):
+    """One call of Keras' fit from ``start_epoch``; returns (guard, jump detector or None, history rows).
+    Only the chief process writes (history.csv, checkpoints, TensorBoard logs, run_state.json)."""
     t = config.train
+    chief = replicas.is_chief
     lr_scale = state["lr_scale"]
     noise_seed = noise_seed_after(state, start_epoch, t.seed)
     guard = NonFiniteGuard()
@@ -272,29 +282,31 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monito
     monitor = None if monitored is None else LatentMonitor(monitored)
     if monitor is not None:
         callbacks.append(monitor)
-    jump = _jump_detector(run, t, state, history, noise_seed, guard)
+    jump = _jump_detector(run, t, state, history, noise_seed, guard, write=chief)
     guards = (guard,) if jump is None else (guard, jump)
-    writer = HistoryCSV(run.history_path, history, guard=guards)
+    writer = HistoryCSV(run.history_path, history, guard=guards, write=chief)
     callbacks += [*guards[1:], writer]
-    if t.tensorboard:  # after the history row it logs, before the checkpoint that commits the epoch
+    if t.tensorboard and chief:  # after the history row it logs, before the checkpoint that commits the epoch
         callbacks.append(TrainingLogs.for_run(run, config, start_epoch, writer, monitor))
-    callbacks.append(EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards))
+    callbacks.append(EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards, save=chief))
+    share = replicas.share if replicas.distribution is not None else None
     model.fit(
         input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,
-                      noise_seed=noise_seed, targets=run.split.t_train),
+                      noise_seed=noise_seed, targets=run.split.t_train, share=share),
         steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
         shuffle=False,  # the batches are shuffled already; Keras would mix them across epochs
         # validation noise is the same every epoch (its own seed stream, epoch 0)
-        validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1, targets=run.split.t_val),
+        validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1, targets=run.split.t_val,
+                                      share=share),
         epochs=t.epochs,
         initial_epoch=start_epoch,
         callbacks=callbacks,
-        verbose=t.verbose,
+        verbose=t.verbose if chief else 0,
     )
     return guard, jump, writer.rows
 
 
-def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
+def train(config: RunConfig, dataset: Dataset | None = None, cluster: Cluster | None = None) -> RunResult:
     """Trains (or resumes) the run described by ``config``.
 
     Running it again with the same config continues from the newest readable checkpoint; a
@@ -304,20 +316,33 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
     Args:
         config: the run config.
         dataset: data to use instead of loading ``config.train.dataset`` (tests, notebooks).
+        cluster: this process's place among several (JAX); every process calls ``train`` with the same
+            config and must see the run directory (a shared file system) and the data. Only process 0
+            writes; the others read the checkpoints they resume from.
 
     Raises:
         TrainingDiverged: the loss became non-finite (and retries, if enabled, ran out).
         RunError, DataError, ConfigError, FileNotFoundError: bad input, named in the message.
     """
-    if config.train.tensorboard:
+    cluster = cluster or SINGLE_PROCESS
+    t = config.train
+    if t.tensorboard:
         require_tensorflow()
-    run = Run(config.train.run_dir, dataset)
-    created = not run.root.exists()
-    _check_writable(run.root)
+    if cluster.multi_process and (t.monitor_images or t.tensorboard):
+        raise ConfigError(f"--num-processes {cluster.num_processes}: the z-space monitor and the TensorBoard logs "
+                          f"run on one process only for now; set monitor_images = 0 and tensorboard = false. "
+                          f"Received: monitor_images = {t.monitor_images}, tensorboard = {str(t.tensorboard).lower()}")
+    replicas = replicas_for(t, cluster)
+    run = Run(t.run_dir, dataset)
     try:
-        with run.lock("train"):
+        if not replicas.is_chief:
+            with _peers_lost(cluster):
+                return _train_locked(run, config, replicas)  # reads the run directory, writes nothing there
+        created = not run.root.exists()
+        _check_writable(run.root)
+        with run.lock("train"), _peers_lost(cluster):
             try:
-                return _train_locked(run, config)
+                return _train_locked(run, config, replicas)
             except BaseException:
                 # Under the lock: a process refused the lock may have made the folder the holder is starting in.
                 if created:
@@ -325,6 +350,23 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> RunResult:
                 raise
     finally:
         run.close()  # Keras keeps the batches (so a cache's open shard files) referenced after fit
+        replicas.close()
+
+
+@contextlib.contextmanager
+def _peers_lost(cluster: Cluster):
+    """Several processes: a collective that fails (a peer died: its connection broke) becomes one line."""
+    try:
+        yield
+    except (ZspaceError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if not cluster.multi_process:
+            raise
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RunError(f"process {cluster.process_id} of {cluster.num_processes} stopped: the processes lost each "
+                       f"other ({detail}); another process has probably died. The run stays at its last checkpoint: "
+                       f"start all {cluster.num_processes} processes again to resume.") from None
 
 
 def _remove_if_unused(run: Run) -> None:
@@ -333,7 +375,7 @@ def _remove_if_unused(run: Run) -> None:
         shutil.rmtree(run.root, ignore_errors=True)
 
 
-def _train_locked(run: Run, config: RunConfig) -> RunResult:
+def _train_locked(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
     if run.config_path.exists():
         changes = _config_differences(run.saved_config(), config)
         if changes:
@@ -344,37 +386,46 @@ def _train_locked(run: Run, config: RunConfig) -> RunResult:
     elif run.checkpoints():
         raise RunError(f"{run.root} has checkpoints but no config.toml; refusing to guess.")
     run.config = config  # checked against the saved one above; run.data and run.split use it
-    return _train(run, config)
+    return _train(run, config, replicas)
 
 
-def _train(run: Run, config: RunConfig) -> RunResult:
+def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
     t = config.train
+    chief = replicas.is_chief
     data, split = run.data, run.split
     check_task_data(data, t.task)
     x_train, x_val = split.x_train, split.x_val
+    replicas.check_batches(t.batch_size)
     steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
-    model = new_model(config, steps_per_epoch)
-    for folder in (run.root, run.checkpoints_dir):
-        remove_stale_temporaries(folder)
+    model = new_model(config, steps_per_epoch, replicas)
+    if chief:
+        for folder in (run.root, run.checkpoints_dir):
+            remove_stale_temporaries(folder)
     state = run.read_state()
     start_epoch = first_epoch = _restore_latest(model, run, config)
     reseed_if_due(model, state, start_epoch)
     monitored = monitor_images(x_val, t)
-    _check_disk_space(run, model, config, start_epoch)
+    if chief:
+        _check_disk_space(run, model, config, start_epoch)
     history = _history_until(run, start_epoch, config)
 
-    # The decoder spelled out: the file says which network was trained, as config.toml always has.
-    atomic_write_text(run.config_path, RunConfig(config.model.resolved(), config.train).to_toml())
+    if chief:  # the decoder spelled out: the file says which network was trained, as config.toml always has
+        atomic_write_text(run.config_path, RunConfig(config.model.resolved(), config.train).to_toml())
     _say(config, f"dataset {data.name} ({data.source}): {len(x_train)} training, "
-                 f"{len(x_val)} validation images of shape {data.image_shape}")
+                 f"{len(x_val)} validation images of shape {data.image_shape}", replicas)
+    if replicas.count > 1:
+        _say(config, f"data parallel on {replicas.count} devices"
+                     + (f" of {replicas.cluster.num_processes} processes" if replicas.cluster.multi_process else "")
+                     + f": {t.batch_size // replicas.count} images per device and step", replicas)
     if start_epoch >= t.epochs:
-        _say(config, f"{run.root} is complete ({start_epoch} of {t.epochs} epochs)")
+        _say(config, f"{run.root} is complete ({start_epoch} of {t.epochs} epochs)", replicas)
     elif start_epoch:
-        _say(config, f"resuming {run.root} after epoch {start_epoch}")
+        _say(config, f"resuming {run.root} after epoch {start_epoch}", replicas)
 
     retries = 0
     while start_epoch < t.epochs:
-        guard, jump, rows = _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored)
+        guard, jump, rows = _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored,
+                                 replicas)
         if not guard.tripped and not (jump is not None and jump.tripped):
             history = rows
             break
@@ -393,32 +444,37 @@ def _train(run: Run, config: RunConfig) -> RunResult:
             state["lr_scale"] *= t.retry_lr_factor
             state["nonfinite_events"].append({"epoch": guard.epoch, "step": guard.step, "reason": guard.reason,
                                               "lr_scale_after": state["lr_scale"]})
-            run.write_state(state)
+            if chief:
+                run.write_state(state)
             then = f"retry {retries} of {t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}"
-        model = new_model(config, steps_per_epoch)
+        model = new_model(config, steps_per_epoch, replicas)
         start_epoch = _restore_latest(model, run, config)
         if not guard.tripped:  # a jump: the events, the count and the new noise seed in one write
             state["jump_reseeds"] += 1
             state["jump_events"].extend(jump.events)
             set_noise_seed(state, start_epoch, jump.reseed_to)
-            run.write_state(state)
+            if chief:
+                run.write_state(state)
             message = f"jump at epoch {jump.epoch}"
             then = (f"reseed {state['jump_reseeds']} of {t.jump_reseeds}, with noise seed {jump.reseed_to}")
         reseed_if_due(model, state, start_epoch)
         history = _history_until(run, start_epoch, config)
-        _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), {then}")
+        _say(config, f"{message}; rolled back to epoch {start_epoch} ({last_name}), {then}", replicas)
 
+    dataset_info = {"name": data.name, "source": data.source,
+                    "train_images": len(x_train), "validation_images": len(x_val)}
+    if not chief:
+        return RunResult(run, config, model, history, dataset_info, first_epoch)
     save_model(model, run.model_path)
     save_model(model.encoder, run.encoder_path)
     save_model(model.decoder, run.decoder_path)
-    dataset_info = {"name": data.name, "source": data.source,
-                    "train_images": len(x_train), "validation_images": len(x_val)}
     final = {k: v for k, v in (history[-1] if history else {}).items() if np.isfinite(v)}
     run.write_summary({"epochs_done": len(history), "dataset": dataset_info, "lr_scale": state["lr_scale"],
                        "noise_seed": noise_seed_after(state, len(history), t.seed),
                        "jumps": len(state["jump_events"]), "final": final, "backend": keras.backend.backend(),
                        # the unit of reco_loss / total_loss in "final" and history.csv
-                       "reconstruction_reduction": config.model.reconstruction_reduction})
+                       "reconstruction_reduction": config.model.reconstruction_reduction,
+                       "devices": replicas.count, "processes": replicas.cluster.num_processes})
     return RunResult(run, config, model, history, dataset_info, first_epoch)
 
 

@@ -1,0 +1,282 @@
+"""Data-parallel training on Keras' own engines.
+
+- One process, several devices (``[train] distribution = "data_parallel"``): TensorFlow's
+  ``tf.distribute.MirroredStrategy``, or ``keras.distribution.DataParallel`` on JAX. On a
+  machine without GPUs, ``devices = N`` makes N logical CPU devices (how it is tested here).
+- Several processes (machines): JAX only, ``jax.distributed.initialize`` (what
+  ``keras.distribution.initialize`` calls, with the timeouts it does not expose) and
+  ``DataParallel`` over every process's devices. Keras 3's ``fit`` does not run under
+  TensorFlow's MultiWorkerMirroredStrategy (keras-team/keras#20585); PyTorch has no Keras
+  distribution at all. Both are refused with one line.
+
+``batch_size`` is the global batch: each of R replicas computes ``batch_size / R`` images and the
+gradients are summed over replicas of losses scaled by 1/R, so one step is the step of one device
+on the whole batch (equal up to float rounding; tests/test_distribute.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import keras
+
+from zspace.errors import ConfigError, RunError
+
+__all__ = ["Cluster", "Replicas", "replicas_for", "COORDINATOR_TIMEOUT_S", "HEARTBEAT_TIMEOUT_S"]
+
+COORDINATOR_TIMEOUT_S = 60.0
+"""Seconds every process waits for all ``num_processes`` to meet at the coordinator before it gives
+up with one line (``ZSPACE_COORDINATOR_TIMEOUT_S``)."""
+
+HEARTBEAT_TIMEOUT_S = 30
+"""Seconds without a heartbeat after which JAX's coordination service declares a process dead and
+stops the others (``ZSPACE_HEARTBEAT_TIMEOUT_S``). A process waiting in a collective for a dead peer
+stops at once (the connection breaks) with zspace's one line."""
+
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} must be a number of seconds.") from None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands in a multi-process run (not part of the run's config: it differs
+    per process). One process (the default) needs nothing.
+
+    Attributes:
+        coordinator: ``HOST:PORT`` of process 0, which every process can reach; empty for one process.
+        num_processes: processes in all (one per machine, usually).
+        process_id: this process, 0 .. num_processes - 1; 0 is the chief, the only one that writes.
+    """
+
+    coordinator: str = ""
+    num_processes: int = 1
+    process_id: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int) or self.num_processes < 1:
+            raise ConfigError(f"num_processes must be a positive integer. Received: {self.num_processes!r}")
+        if (isinstance(self.process_id, bool) or not isinstance(self.process_id, int)
+                or not 0 <= self.process_id < self.num_processes):
+            raise ConfigError(f"process_id must be in 0..{self.num_processes - 1} (num_processes = "
+                              f"{self.num_processes}). Received: {self.process_id!r}")
+        if self.num_processes > 1 or self.coordinator:
+            match = _ADDRESS.match(self.coordinator or "")
+            if not match or not 1 <= int(match["port"]) <= 65535:
+                raise ConfigError(f"coordinator must be HOST:PORT (process 0's address, port 1-65535) when "
+                                  f"num_processes > 1. Received: {self.coordinator!r}")
+
+    @property
+    def is_chief(self) -> bool:
+        return self.process_id == 0
+
+    @property
+    def multi_process(self) -> bool:
+        return self.num_processes > 1
+
+    @classmethod
+    def from_env(cls, environ=None, coordinator: str | None = None, num_processes: int | None = None,
+                 process_id: int | None = None) -> "Cluster":
+        """The cluster of the arguments given, else of ``ZSPACE_COORDINATOR``, ``ZSPACE_NUM_PROCESSES``
+        and ``ZSPACE_PROCESS_ID`` (so a scheduler such as SLURM or a Kubernetes indexed Job can set them)."""
+        environ = os.environ if environ is None else environ
+
+        def number(name: str, given: int | None, default: int) -> int:
+            if given is not None:
+                return given
+            raw = environ.get(name, "").strip()
+            if not raw:
+                return default
+            if not re.fullmatch(r"[0-9]{1,9}", raw):
+                raise ConfigError(f"environment variable {name}={raw!r} must be a non-negative integer.")
+            return int(raw)
+
+        return cls(coordinator if coordinator is not None else environ.get("ZSPACE_COORDINATOR", "").strip(),
+                   number("ZSPACE_NUM_PROCESSES", num_processes, 1), number("ZSPACE_PROCESS_ID", process_id, 0))
+
+
+SINGLE_PROCESS = Cluster()
+
+
+@dataclass
+class Replicas:
+    """The devices a run trains on and how its data reaches them.
+
+    Attributes:
+        count: replicas in all (devices over every process); 1 without distribution.
+        cluster: this process's place.
+        strategy: TensorFlow's MirroredStrategy, or None.
+        distribution: the ``keras.distribution`` set for the run (JAX), or None.
+    """
+
+    count: int = 1
+    cluster: Cluster = SINGLE_PROCESS
+    strategy: object = None
+    distribution: object = None
+    _previous_distribution: object = field(default=None, repr=False)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.cluster.is_chief
+
+    def scope(self):
+        """The context in which the model must be built (TensorFlow: the strategy's scope)."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def share(self, rows: int) -> slice | None:
+        """This process's rows of a global batch of ``rows`` images under JAX's DataParallel; None
+        where the batch goes whole to ``fit`` (no distribution, or TensorFlow's strategy, which splits
+        batches itself, unevenly if need be).
+
+        Keras' JAX trainer lays every batch out like the first, so a batch must divide by the devices:
+        a split's last, smaller batch is trimmed to a multiple of them (at most ``count - 1`` images
+        left out of the epoch: for training a different one each epoch, its order being shuffled).
+        """
+        if self.distribution is None:
+            return None
+        usable = rows - rows % self.count
+        per_process = usable // self.cluster.num_processes
+        return slice(self.cluster.process_id * per_process, (self.cluster.process_id + 1) * per_process)
+
+    def check_batches(self, batch_size: int) -> None:
+        """Refuses a global batch that does not divide by the devices."""
+        if self.count > 1 and batch_size % self.count:
+            raise ConfigError(f"batch_size ({batch_size}) must be a multiple of the {self.count} devices of "
+                              f"distribution = \"data_parallel\" (each gets batch_size / {self.count} images).")
+
+    def close(self) -> None:
+        """Puts back the Keras distribution that was set before the run."""
+        if self.distribution is not None:
+            keras.distribution.set_distribution(self._previous_distribution)
+            self.distribution = None
+
+
+def replicas_for(train, cluster: Cluster = SINGLE_PROCESS) -> Replicas:
+    """Sets up the devices of a run for its TrainConfig ``train``; call :meth:`Replicas.close` after."""
+    backend = keras.backend.backend()
+    if cluster.multi_process:
+        if backend != "jax":
+            raise RunError(f"--num-processes {cluster.num_processes}: several processes train on the JAX backend "
+                           f"only (KERAS_BACKEND=jax); Keras 3's fit does not run under TensorFlow's "
+                           f"MultiWorkerMirroredStrategy, and PyTorch has no Keras distribution. Received backend: "
+                           f"{backend}")
+        if train.distribution != "data_parallel":
+            raise ConfigError(f"--num-processes {cluster.num_processes} needs distribution = \"data_parallel\". "
+                              f"Received: distribution = {train.distribution!r}")
+    if train.distribution == "none":
+        return Replicas()
+    if backend == "tensorflow":
+        return _mirrored(train.devices)
+    if backend == "jax":
+        return _data_parallel(train.devices, cluster)
+    raise RunError(f'distribution = "data_parallel" runs on the TensorFlow and JAX backends; Keras has no '
+                   f"distribution for {backend}. Received backend: {backend}")
+
+
+# --- TensorFlow ---------------------------------------------------------------------------------
+
+def _mirrored(devices: int) -> Replicas:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        n = devices or len(gpus)
+        if n > len(gpus):
+            raise RunError(f"devices = {n} but TensorFlow sees {len(gpus)} GPUs.")
+        names = [f"/gpu:{i}" for i in range(n)]
+    else:
+        n = devices or 1
+        _logical_cpus(tf, n)
+        names = [d.name for d in tf.config.list_logical_devices("CPU")][:n]
+    strategy = tf.distribute.MirroredStrategy(names)
+    return Replicas(count=strategy.num_replicas_in_sync, strategy=strategy)
+
+
+def _logical_cpus(tf, n: int) -> None:
+    """Splits the CPU into ``n`` logical devices, unless TensorFlow already has as many. (Listing the
+    logical devices starts TensorFlow, after which they cannot be made: try first, then look.)"""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have >= n:
+            return
+        raise RunError(f"devices = {n} needs {n} logical CPU devices, but TensorFlow already started with {have}; "
+                       f"train in a fresh process (the devices are made before TensorFlow's first operation).") from None
+
+
+# --- JAX ----------------------------------------------------------------------------------------
+
+def _data_parallel(devices: int, cluster: Cluster) -> Replicas:
+    import jax
+
+    if cluster.multi_process:
+        _initialize_processes(cluster)
+    if devices > 1:
+        try:  # only before JAX's first computation; it leaves GPU machines as they are
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:
+            pass
+    local = jax.local_devices()
+    n = devices or (1 if local[0].platform == "cpu" else len(local))
+    if n > len(local):
+        raise RunError(f"devices = {n} but JAX has {len(local)} {local[0].platform} devices in this process"
+                       + ("; on a CPU, train in a fresh process (the devices are made before JAX's first "
+                          "computation)." if local[0].platform == "cpu" else "."))
+    # The same first n devices of every process, in process order: batch rows follow the process ids.
+    chosen = [d for p in range(jax.process_count())
+              for d in sorted((x for x in jax.devices() if x.process_index == p), key=lambda x: x.id)[:n]]
+    previous = keras.distribution.distribution()
+    distribution = keras.distribution.DataParallel(devices=chosen, auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
+    return Replicas(count=len(chosen), cluster=cluster, distribution=distribution,
+                    _previous_distribution=previous)
+
+
+_initialized: Cluster | None = None
+
+
+def _initialize_processes(cluster: Cluster) -> None:
+    """Joins the other processes (once per process), or exits with one line after the timeout."""
+    global _initialized
+    import jax
+
+    if _initialized is not None:
+        if _initialized != cluster:
+            raise RunError(f"this process already joined {_initialized}; a process joins one cluster.")
+        return
+    timeout = _env_float("ZSPACE_COORDINATOR_TIMEOUT_S", COORDINATOR_TIMEOUT_S)
+    heartbeat = _env_float("ZSPACE_HEARTBEAT_TIMEOUT_S", HEARTBEAT_TIMEOUT_S)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+    joined = threading.Event()
+
+    def give_up() -> None:
+        # JAX's own timeout aborts the process with a C++ stack trace; this one line comes first.
+        if not joined.wait(timeout):
+            role = ("waited for the other processes at" if cluster.is_chief
+                    else "could not join the coordinator")
+            print(f"zspace: error: process {cluster.process_id} of {cluster.num_processes} {role} "
+                  f"{cluster.coordinator} for {timeout:g} s (ZSPACE_COORDINATOR_TIMEOUT_S); check the address "
+                  f"(process 0's host and a free port), that every process has its own --process-id "
+                  f"0..{cluster.num_processes - 1}, and that all {cluster.num_processes} were started.",
+                  file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=give_up, daemon=True, name="zspace-join-timeout").start()
+    jax.distributed.initialize(cluster.coordinator, cluster.num_processes, cluster.process_id,
+                               initialization_timeout=int(timeout) + 30,
+                               heartbeat_timeout_seconds=max(int(heartbeat), 2))
+    joined.set()
+    _initialized = cluster
