@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,6 +103,14 @@ class HistoryCSV(keras.callbacks.Callback):
             write_history(self.path, self.rows)
 
 
+def save_and_discard(model) -> None:
+    """Saves ``model`` into a temporary folder and removes it: what a process other than the chief does
+    where the chief saves. Keras' saving of JAX arrays spread over several processes runs collectives
+    (and changes a value), so every process must save alike; only the chief's file is kept."""
+    with tempfile.TemporaryDirectory(prefix="zspace-replica-") as folder:
+        model.save(Path(folder) / "discarded.keras")
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, optimizer state, noise seed) after every epoch.
 
@@ -131,6 +140,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         if not self.save:
+            save_and_discard(self.model)
             return
         path = self.run.checkpoint_path(epoch + 1)
         try:

@@ -25,7 +25,7 @@ from zspace.training.batches import EpochBatches
 from zspace.training.distribute import SINGLE_PROCESS, Cluster, Replicas, replicas_for
 from zspace.training.tf_pipeline import epoch_dataset
 from zspace.training.callbacks import (EpochCheckpoint, HistoryCSV, JumpDetector, KLWarmup, LatentMonitor,
-                                       NonFiniteGuard)
+                                       NonFiniteGuard, save_and_discard)
 from zspace.training.noise import next_noise_seed, noise_seed_after, reseed_if_due, set_noise_seed
 from zspace.training.tensorboard import TrainingLogs, require_tensorflow
 
@@ -363,6 +363,10 @@ def _peers_lost(cluster: Cluster):
     except Exception as exc:
         if not cluster.multi_process:
             raise
+        if os.environ.get("ZSPACE_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise RunError(f"process {cluster.process_id} of {cluster.num_processes} stopped: the processes lost each "
                        f"other ({detail}); another process has probably died. The run stays at its last checkpoint: "
@@ -464,6 +468,8 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
     dataset_info = {"name": data.name, "source": data.source,
                     "train_images": len(x_train), "validation_images": len(x_val)}
     if not chief:
+        for network in (model, model.encoder, model.decoder):
+            save_and_discard(network)
         return RunResult(run, config, model, history, dataset_info, first_epoch)
     save_model(model, run.model_path)
     save_model(model.encoder, run.encoder_path)
