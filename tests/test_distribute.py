@@ -164,13 +164,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_processes(run_dir: Path, epochs: int, port: int, **env) -> list[subprocess.Popen]:
+def _train_processes(run_dir: Path, epochs: int, port: int, ids=(0, 1), **env) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-m", "zspace.cli", "train", "-c", str(ROOT / "configs/demo.toml"),
                               "--set", f"epochs={epochs}", "--set", f"run_dir={run_dir}", "--set",
                               "distribution=data_parallel", "--set", "monitor_images=0", "--set", "verbose=0",
                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                              env=_env("jax", **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i in (0, 1)]
+            for i in ids]
 
 
 @pytest.mark.slow
@@ -212,7 +212,7 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume_after_
 
 def test_a_process_that_cannot_reach_the_coordinator_stops_in_one_line_within_the_timeout(tmp_path):
     started = time.monotonic()
-    worker = _train_processes(tmp_path / "run", 1, _free_port(), ZSPACE_COORDINATOR_TIMEOUT_S="3")[1]
+    worker = _train_processes(tmp_path / "run", 1, _free_port(), ids=(1,), ZSPACE_COORDINATOR_TIMEOUT_S="3")[0]
     code, err = worker.wait(timeout=120), worker.stderr.read()
     lines = [line for line in err.splitlines() if line.startswith("zspace:")]
     assert code == 2 and len(lines) == 1 and "could not join the coordinator" in lines[0], err[-2000:]
