@@ -7,7 +7,6 @@ import csv
 import io
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from zspace.errors import DiskFullError, RunError
 from zspace.storage import atomic_save, atomic_write_text
+from zspace.training.distribute import outside_distribution
 
 __all__ = [
     "HistoryCSV",
@@ -103,14 +103,6 @@ class HistoryCSV(keras.callbacks.Callback):
             write_history(self.path, self.rows)
 
 
-def save_and_discard(model) -> None:
-    """Saves ``model`` into a temporary folder and removes it: what a process other than the chief does
-    where the chief saves. Keras' saving of JAX arrays spread over several processes runs collectives
-    (and changes a value), so every process must save alike; only the chief's file is kept."""
-    with tempfile.TemporaryDirectory(prefix="zspace-replica-") as folder:
-        model.save(Path(folder) / "discarded.keras")
-
-
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, optimizer state, noise seed) after every epoch.
 
@@ -140,11 +132,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         if not self.save:
-            save_and_discard(self.model)
             return
         path = self.run.checkpoint_path(epoch + 1)
         try:
-            atomic_save(path, lambda tmp: self.model.save(tmp))
+            with outside_distribution():
+                atomic_save(path, lambda tmp: self.model.save(tmp))
         except OSError as exc:
             previous = self.run.checkpoints()
             kept = f"the previous checkpoint {previous[-1][1].name} is intact" if previous else "no earlier checkpoint exists"
@@ -253,7 +245,8 @@ class LatentMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         noise = self.model.noise_state()
         try:
-            encoded = self.model.encode(self.images)
+            with outside_distribution():  # every process encodes all the images
+                encoded = self.model.encode(self.images)
         finally:
             self.model.set_noise_state(noise)
         self.encoded = encoded  # the TensorBoard logs histogram these codes (zspace.training.tensorboard)

@@ -27,7 +27,8 @@ import keras
 
 from zspace.errors import ConfigError, RunError
 
-__all__ = ["Cluster", "Replicas", "replicas_for", "COORDINATOR_TIMEOUT_S", "HEARTBEAT_TIMEOUT_S"]
+__all__ = ["Cluster", "Replicas", "replicas_for", "outside_distribution", "COORDINATOR_TIMEOUT_S",
+           "HEARTBEAT_TIMEOUT_S"]
 
 COORDINATOR_TIMEOUT_S = 60.0
 """Seconds every process waits for all ``num_processes`` to meet at the coordinator before it gives
@@ -182,6 +183,27 @@ def replicas_for(train, cluster: Cluster = SINGLE_PROCESS) -> Replicas:
         return _data_parallel(train.devices, cluster)
     raise RunError(f'distribution = "data_parallel" runs on the TensorFlow and JAX backends; Keras has no '
                    f"distribution for {backend}. Received backend: {backend}")
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """Runs the block with no Keras distribution set (JAX's DataParallel), then puts it back.
+
+    For saving: Keras' saving makes a throwaway optimizer, whose variable a multi-process distribution
+    would lay out with a collective that only the saving process joins (a hang, then a mismatch). For
+    inference on the replicated weights (the z-space monitor, the TensorBoard grids): every process
+    computes the same whole batch, as one program over all devices, and gets every row back.
+    A no-op without a distribution (TensorFlow's strategy is not one).
+    """
+    previous = keras.distribution.distribution()
+    if previous is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 # --- TensorFlow ---------------------------------------------------------------------------------

@@ -16,18 +16,18 @@ import numpy as np
 
 from zspace.config import RunConfig, TrainConfig
 from zspace.data import Dataset, check_task_data, inference_inputs, task_transform
-from zspace.errors import ConfigError, RunError, TrainingDiverged, ZspaceError
+from zspace.errors import RunError, TrainingDiverged, ZspaceError
 from zspace.models import Autoencoder, build_model
 from zspace.models.saving import inspect_model_file, save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.rundir import Run, run_data
 from zspace.training.batches import EpochBatches
-from zspace.training.distribute import SINGLE_PROCESS, Cluster, Replicas, replicas_for
+from zspace.training.distribute import SINGLE_PROCESS, Cluster, Replicas, outside_distribution, replicas_for
 from zspace.training.tf_pipeline import epoch_dataset
 from zspace.training.callbacks import (EpochCheckpoint, HistoryCSV, JumpDetector, KLWarmup, LatentMonitor,
-                                       NonFiniteGuard, save_and_discard)
+                                       NonFiniteGuard)
 from zspace.training.noise import next_noise_seed, noise_seed_after, reseed_if_due, set_noise_seed
-from zspace.training.tensorboard import TrainingLogs, require_tensorflow
+from zspace.training.tensorboard import PeerLogs, TrainingLogs, require_tensorflow
 
 __all__ = ["train", "run_data", "new_model", "steps_per_execution", "RunResult", "load_run", "RESUMABLE_FIELDS"]
 
@@ -286,8 +286,9 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monito
     guards = (guard,) if jump is None else (guard, jump)
     writer = HistoryCSV(run.history_path, history, guard=guards, write=chief)
     callbacks += [*guards[1:], writer]
-    if t.tensorboard and chief:  # after the history row it logs, before the checkpoint that commits the epoch
-        callbacks.append(TrainingLogs.for_run(run, config, start_epoch, writer, monitor))
+    if t.tensorboard:  # after the history row it logs, before the checkpoint that commits the epoch
+        logs = TrainingLogs if chief else PeerLogs  # the others compute what the chief logs, in step
+        callbacks.append(logs.for_run(run, config, start_epoch, writer, monitor))
     callbacks.append(EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards, save=chief))
     share = replicas.share if replicas.distribution is not None else None
     model.fit(
@@ -328,10 +329,6 @@ def train(config: RunConfig, dataset: Dataset | None = None, cluster: Cluster | 
     t = config.train
     if t.tensorboard:
         require_tensorflow()
-    if cluster.multi_process and (t.monitor_images or t.tensorboard):
-        raise ConfigError(f"--num-processes {cluster.num_processes}: the z-space monitor and the TensorBoard logs "
-                          f"run on one process only for now; set monitor_images = 0 and tensorboard = false. "
-                          f"Received: monitor_images = {t.monitor_images}, tensorboard = {str(t.tensorboard).lower()}")
     replicas = replicas_for(t, cluster)
     run = Run(t.run_dir, dataset)
     try:
@@ -468,12 +465,11 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
     dataset_info = {"name": data.name, "source": data.source,
                     "train_images": len(x_train), "validation_images": len(x_val)}
     if not chief:
-        for network in (model, model.encoder, model.decoder):
-            save_and_discard(network)
         return RunResult(run, config, model, history, dataset_info, first_epoch)
-    save_model(model, run.model_path)
-    save_model(model.encoder, run.encoder_path)
-    save_model(model.decoder, run.decoder_path)
+    with outside_distribution():
+        save_model(model, run.model_path)
+        save_model(model.encoder, run.encoder_path)
+        save_model(model.decoder, run.decoder_path)
     final = {k: v for k, v in (history[-1] if history else {}).items() if np.isfinite(v)}
     run.write_summary({"epochs_done": len(history), "dataset": dataset_info, "lr_scale": state["lr_scale"],
                        "noise_seed": noise_seed_after(state, len(history), t.seed),

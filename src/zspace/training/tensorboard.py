@@ -36,8 +36,9 @@ from zspace.data.tasks import example_inputs
 from zspace.errors import RunError
 from zspace.generation.grid import image_grid
 from zspace.rundir import tensorboard_dir
+from zspace.training.distribute import outside_distribution
 
-__all__ = ["TrainingLogs", "tensorboard_dir", "require_tensorflow", "fixed_images", "prior_samples",
+__all__ = ["TrainingLogs", "PeerLogs", "model_outputs", "tensorboard_dir", "require_tensorflow", "fixed_images", "prior_samples",
            "reconstruction_rows", "TENSORBOARD_IMAGES", "TENSORBOARD_PRIOR_SAMPLES", "TENSORBOARD_CELL"]
 
 TENSORBOARD_IMAGES = 8
@@ -173,19 +174,43 @@ class TrainingLogs(keras.callbacks.TensorBoard):
                            f"tensorboard = false) and run `zspace train` again to resume.") from None
 
     def _model_outputs(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """The codes to histogram (the monitor's, else the grid images'), the reconstructions of ``inputs``
-        and the decodes of ``prior_z``. One batch each way through predict_on_batch: Keras' predict sets up a
-        data pipeline per call (50-120 ms on TensorFlow, measured) for these few images."""
-        model, n = self.model, len(self.inputs)
-        noise = model.noise_state()
-        try:  # the sampling noise is put back: logging never changes what training draws
-            codes = model.encoder.predict_on_batch(self.inputs)
-            decoded = model.decoder.predict_on_batch(np.concatenate([codes["z"], self.prior_z]))
-        finally:
-            model.set_noise_state(noise)
-        if self.monitor is not None and self.monitor.encoded is not None:
-            codes = self.monitor.encoded
-        return codes, decoded[:n], decoded[n:]
+        return model_outputs(self.model, self.inputs, self.prior_z, self.monitor)
+
+
+class PeerLogs(keras.callbacks.Callback):
+    """On a process other than the chief of a multi-process run: the model calls of the chief's
+    :class:`TrainingLogs`, at the same points (each is one program over every process), writing nothing."""
+
+    def __init__(self, history, inputs: np.ndarray, prior_z: np.ndarray, monitor=None):
+        super().__init__()
+        self.history, self.inputs, self.prior_z, self.monitor = history, inputs, prior_z, monitor
+
+    @classmethod
+    def for_run(cls, run, config: RunConfig, start_epoch: int, history, monitor=None) -> PeerLogs:
+        inputs, _ = fixed_images(run.split, config.train)
+        return cls(history, inputs, prior_samples(config.model.z_dim, config.train.seed), monitor)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.history.rows[-1] if self.history.rows else {}
+        if row.get("epoch") == epoch + 1:  # as TrainingLogs: a rejected epoch is not logged
+            model_outputs(self.model, self.inputs, self.prior_z, self.monitor)
+
+
+def model_outputs(model, inputs: np.ndarray, prior_z: np.ndarray, monitor=None):
+    """The codes to histogram (the monitor's, else the grid images'), the reconstructions of ``inputs``
+    and the decodes of ``prior_z``. One batch each way through predict_on_batch: Keras' predict sets up a
+    data pipeline per call (50-120 ms on TensorFlow, measured) for these few images."""
+    n = len(inputs)
+    noise = model.noise_state()
+    try:  # the sampling noise is put back: logging never changes what training draws
+        with outside_distribution():  # every process computes all the images
+            codes = model.encoder.predict_on_batch(inputs)
+            decoded = model.decoder.predict_on_batch(np.concatenate([codes["z"], prior_z]))
+    finally:
+        model.set_noise_state(noise)
+    if monitor is not None and monitor.encoded is not None:
+        codes = monitor.encoded
+    return codes, decoded[:n], decoded[n:]
 
 
 def _grid(images: np.ndarray, cols: int) -> np.ndarray:
