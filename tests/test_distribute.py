@@ -116,7 +116,7 @@ _COMPARE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("backend, subset", [("tensorflow", 0), ("jax", 1000)])
+@pytest.mark.parametrize("backend, subset", [("tensorflow", 0), ("jax", 1024)])
 def test_two_devices_train_like_one_on_the_same_global_batches(tmp_path, backend, subset):
     """Same global batch, seed and noise: the losses and final weights agree up to float rounding.
 
@@ -135,6 +135,51 @@ def test_two_devices_train_like_one_on_the_same_global_batches(tmp_path, backend
         for key in ("total_loss", "kl_divergence", "val_total_loss", "val_kl_divergence"):
             assert two["history"][key] == pytest.approx(one["history"][key], rel=1e-5, abs=1e-4), (kl_method, key)
         np.testing.assert_allclose(two["weights"], one["weights"], atol=1e-5)
+
+
+_FEATURES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from conftest import tiny_run_config
+    from zspace.errors import TrainingDiverged
+    from zspace.training import train
+    variants = {
+        "warmup": {"kl_warmup_epochs": 2},
+        "bfloat16": {"precision": "mixed_bfloat16"},
+        "retry": {"learning_rate": 1e9, "on_nonfinite": "retry", "nonfinite_retries": 2, "retry_lr_factor": 1e-11},
+    }
+    out = {}
+    for name, changes in variants.items():
+        for distribution, devices in (("data_parallel", 2), ("none", 0)):  # devices before TF starts
+            config = tiny_run_config(sys.argv[1] + f"/{name}-{distribution}", epochs=2, subset=int(sys.argv[3]),
+                                     distribution=distribution, devices=devices, **changes)
+            result = train(config)
+            out[f"{name}-{distribution}"] = {"history": result.history,
+                                             "state": json.loads(result.run.state_path.read_text())
+                                             if result.run.state_path.exists() else {}}
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, subset", [("tensorflow", 0), ("jax", 1024)])
+def test_kl_warmup_mixed_precision_and_the_nonfinite_rollback_work_on_two_devices(tmp_path, backend, subset):
+    """The KL warm-up gives the 1-device history; bfloat16 stays within its rounding (1e-2 relative);
+    a non-finite loss on either replica rolls both back and the retries record the same events."""
+    done = subprocess.run([sys.executable, "-c", _FEATURES, str(tmp_path), str(ROOT / "tests"), str(subset)],
+                          env=_env(backend), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, rel in (("warmup", 1e-5), ("bfloat16", 1e-2), ("retry", 1e-5)):
+        one, two = out[f"{name}-none"], out[f"{name}-data_parallel"]
+        assert [r["epoch"] for r in two["history"]] == [r["epoch"] for r in one["history"]] == [1, 2]
+        for r1, r2 in zip(one["history"], two["history"]):
+            for key in ("total_loss", "val_total_loss", "kl_scale"):
+                assert r2[key] == pytest.approx(r1[key], rel=rel, abs=1e-4), (name, key)
+    assert [r["kl_scale"] for r in out["warmup-data_parallel"]["history"]] == [0.0, 0.5]
+    events = [e["epoch"] for e in out["retry-data_parallel"]["state"]["nonfinite_events"]]
+    assert events and events == [e["epoch"] for e in out["retry-none"]["state"]["nonfinite_events"]]
 
 
 def test_data_parallel_on_pytorch_and_several_tensorflow_processes_are_refused_in_one_line(tmp_path):
@@ -208,6 +253,24 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume_after_
     assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
     epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == list(range(1, 7)) and kept >= 4
+
+
+@pytest.mark.slow
+def test_when_one_process_dies_the_other_stops_in_one_line_within_the_heartbeat_timeout(tmp_path):
+    run = tmp_path / "run"
+    chief, worker = _train_processes(run, 200, _free_port(), ZSPACE_HEARTBEAT_TIMEOUT_S="5")
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints").is_dir() or not any((run / "checkpoints").iterdir()):
+        assert time.monotonic() < deadline and chief.poll() is None, chief.stderr.read()[-2000:]
+        time.sleep(0.2)
+    worker.kill()
+    worker.wait()
+    killed = time.monotonic()
+    code, err = chief.wait(timeout=120), chief.stderr.read()
+    stopped_after = time.monotonic() - killed
+    ours = [line for line in err.splitlines() if line.startswith("zspace: error:")]
+    assert code != 0 and stopped_after < 5 + 30, (code, stopped_after, err[-2000:])
+    assert len(ours) == 1 and "lost each other" in ours[0], err[-3000:]
 
 
 def test_a_process_that_cannot_reach_the_coordinator_stops_in_one_line_within_the_timeout(tmp_path):

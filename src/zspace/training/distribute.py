@@ -221,8 +221,16 @@ def _mirrored(devices: int) -> Replicas:
         n = devices or 1
         _logical_cpus(tf, n)
         names = [d.name for d in tf.config.list_logical_devices("CPU")][:n]
-    strategy = tf.distribute.MirroredStrategy(names)
+    # One strategy per set of devices for the whole process: each new MirroredStrategy numbers its
+    # collectives from the start again, and a later run's collective could meet an earlier one's cached
+    # parameters ("Collective instance N expected type ...").
+    strategy = _STRATEGIES.get(tuple(names))
+    if strategy is None:
+        strategy = _STRATEGIES[tuple(names)] = tf.distribute.MirroredStrategy(names)
     return Replicas(count=strategy.num_replicas_in_sync, strategy=strategy)
+
+
+_STRATEGIES: dict[tuple[str, ...], object] = {}
 
 
 def _logical_cpus(tf, n: int) -> None:

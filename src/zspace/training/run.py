@@ -423,6 +423,10 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
     elif start_epoch:
         _say(config, f"resuming {run.root} after epoch {start_epoch}", replicas)
 
+    # Under TensorFlow's strategy a rollback rewinds this model instead of building another: a second model
+    # traced under MirroredStrategy issued its replicas' collectives in different orders (a "collective
+    # instance" mismatch, even on a new strategy).
+    initial = _snapshot(model) if replicas.strategy is not None else None
     retries = 0
     while start_epoch < t.epochs:
         guard, jump, rows = _fit(model, config, run, x_train, x_val, start_epoch, history, state, monitored,
@@ -448,7 +452,10 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
             if chief:
                 run.write_state(state)
             then = f"retry {retries} of {t.nonfinite_retries} with the learning rate x{state['lr_scale']:g}"
-        model = new_model(config, steps_per_epoch, replicas)
+        if initial is None:
+            model = new_model(config, steps_per_epoch, replicas)
+        else:
+            _rewind(model, initial)
         start_epoch = _restore_latest(model, run, config)
         if not guard.tripped:  # a jump: the events, the count and the new noise seed in one write
             state["jump_reseeds"] += 1
@@ -478,6 +485,21 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
                        "reconstruction_reduction": config.model.reconstruction_reduction,
                        "devices": replicas.count, "processes": replicas.cluster.num_processes})
     return RunResult(run, config, model, history, dataset_info, first_epoch)
+
+
+def _snapshot(model: Autoencoder) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The model's variables (weights, noise seed state) and its optimizer's, as numpy arrays."""
+    return ([np.array(v) for v in model.variables],
+            [np.array(v) for v in model.optimizer.variables])
+
+
+def _rewind(model: Autoencoder, snapshot) -> None:
+    """Puts a :func:`_snapshot` back (then a checkpoint, if any, is loaded over it)."""
+    values, optimizer_values = snapshot
+    for variable, value in zip(model.variables, values):
+        variable.assign(value)
+    for variable, value in zip(model.optimizer.variables, optimizer_values):
+        variable.assign(value)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Autoencoder]:
