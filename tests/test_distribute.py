@@ -209,10 +209,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_processes(run_dir: Path, epochs: int, port: int, ids=(0, 1), **env) -> list[subprocess.Popen]:
+def _train_processes(run_dir: Path, epochs: int, port: int, ids=(0, 1), sets=("monitor_images=0",),
+                     **env) -> list[subprocess.Popen]:
+    sets = [part for value in sets for part in ("--set", value)]
     return [subprocess.Popen([sys.executable, "-m", "zspace.cli", "train", "-c", str(ROOT / "configs/demo.toml"),
                               "--set", f"epochs={epochs}", "--set", f"run_dir={run_dir}", "--set",
-                              "distribution=data_parallel", "--set", "monitor_images=0", "--set", "verbose=0",
+                              "distribution=data_parallel", *sets, "--set", "verbose=0",
                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                              env=_env("jax", **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i in ids]
@@ -223,11 +225,12 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume_after_
     single = tmp_path / "single"
     done = subprocess.run([sys.executable, "-m", "zspace.cli", "train", "-c", str(ROOT / "configs/demo.toml"),
                            "--set", "epochs=2", "--set", f"run_dir={single}", "--set", "distribution=data_parallel",
-                           "--set", "devices=2", "--set", "monitor_images=0", "--set", "verbose=0"],
+                           "--set", "devices=2", "--set", "verbose=0"],
                           env=_env("jax"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "run"
-    processes = _train_processes(run, 2, _free_port())
+    # the z-space monitor and the TensorBoard logs on: their model calls are collectives of both processes
+    processes = _train_processes(run, 2, _free_port(), sets=("tensorboard=true",))
     results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
     assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
     ours = json.loads((run / "summary.json").read_text())
@@ -237,6 +240,8 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume_after_
         if key != "seconds":
             assert ours["final"][key] == pytest.approx(value, rel=1e-5), key
     assert (run / "history.csv").read_text().count("\n") == 3  # a header and each epoch once
+    assert ours["final"]["z_radius_mean"] == pytest.approx(theirs["final"]["z_radius_mean"], rel=1e-5)
+    assert len(list((run / "tensorboard" / "validation").glob("events.out.tfevents.*"))) == 1
 
     # Kill both in the middle of a longer run; starting both again resumes from the last checkpoint.
     processes = _train_processes(run, 40, _free_port())
@@ -281,3 +286,13 @@ def test_a_process_that_cannot_reach_the_coordinator_stops_in_one_line_within_th
     assert code == 2 and len(lines) == 1 and "could not join the coordinator" in lines[0], err[-2000:]
     assert time.monotonic() - started < 60
     assert not (tmp_path / "run").exists()
+
+
+def test_one_device_trains_on_the_plain_path_without_a_strategy():
+    """data_parallel on one device adds nothing but overhead (Keras' distributed input skips its copy ahead):
+    it is the plain path."""
+    from zspace.config import TrainConfig
+    from zspace.training.distribute import replicas_for
+
+    replicas = replicas_for(TrainConfig(distribution="data_parallel", devices=1))
+    assert (replicas.count, replicas.strategy, replicas.distribution) == (1, None, None)

@@ -221,6 +221,8 @@ def _mirrored(devices: int) -> Replicas:
         n = devices or 1
         _logical_cpus(tf, n)
         names = [d.name for d in tf.config.list_logical_devices("CPU")][:n]
+    if n == 1:
+        return Replicas()  # one device: the plain path, without a strategy's overhead
     # One strategy per set of devices for the whole process: each new MirroredStrategy numbers its
     # collectives from the start again, and a later run's collective could meet an earlier one's cached
     # parameters ("Collective instance N expected type ...").
@@ -265,6 +267,10 @@ def _data_parallel(devices: int, cluster: Cluster) -> Replicas:
         raise RunError(f"devices = {n} but JAX has {len(local)} {local[0].platform} devices in this process"
                        + ("; on a CPU, train in a fresh process (the devices are made before JAX's first "
                           "computation)." if local[0].platform == "cpu" else "."))
+    if n == 1 and not cluster.multi_process:
+        # One device: the plain path. Keras' distributed input skips its one-batch-ahead copy to the GPU:
+        # the CelebA VAE on one H100 ran at 0.69x (10,938 against 15,892 images/s).
+        return Replicas()
     # The same first n devices of every process, in process order: batch rows follow the process ids.
     chosen = [d for p in range(jax.process_count())
               for d in sorted((x for x in jax.devices() if x.process_index == p), key=lambda x: x.id)[:n]]
