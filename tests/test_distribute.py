@@ -296,3 +296,14 @@ def test_one_device_trains_on_the_plain_path_without_a_strategy():
 
     replicas = replicas_for(TrainConfig(distribution="data_parallel", devices=1))
     assert (replicas.count, replicas.strategy, replicas.distribution) == (1, None, None)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "inf", "1e9"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(monkeypatch, value):
+    from zspace.training.distribute import _env_float
+
+    monkeypatch.setenv("ZSPACE_COORDINATOR_TIMEOUT_S", value)
+    with pytest.raises(ConfigError, match="ZSPACE_COORDINATOR_TIMEOUT_S"):
+        _env_float("ZSPACE_COORDINATOR_TIMEOUT_S", 60.0)
+    monkeypatch.setenv("ZSPACE_COORDINATOR_TIMEOUT_S", " 2.5 ")
+    assert _env_float("ZSPACE_COORDINATOR_TIMEOUT_S", 60.0) == 2.5

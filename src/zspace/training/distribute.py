@@ -17,6 +17,7 @@ on the whole batch (equal up to float rounding; tests/test_distribute.py).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
@@ -43,11 +44,17 @@ _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(?P<port>[
 
 
 def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
+    """A positive number of seconds from environment variable ``name``, else ``default``."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
     try:
-        return float(value) if value else default
+        seconds = float(value)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={value!r} must be a number of seconds.") from None
+        seconds = float("nan")
+    if not math.isfinite(seconds) or not 0 < seconds <= 86_400:
+        raise ConfigError(f"environment variable {name}={value!r} must be a number of seconds in (0, 86400].")
+    return seconds
 
 
 @dataclass(frozen=True)
