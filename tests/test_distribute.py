@@ -307,3 +307,43 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(monkeypat
         _env_float("ZSPACE_COORDINATOR_TIMEOUT_S", 60.0)
     monkeypatch.setenv("ZSPACE_COORDINATOR_TIMEOUT_S", " 2.5 ")
     assert _env_float("ZSPACE_COORDINATOR_TIMEOUT_S", 60.0) == 2.5
+
+
+def test_processes_started_with_different_configs_stop_in_one_line_instead_of_waiting_forever(tmp_path):
+    """Found by an adversarial pass: a batch_size of 64 on one process and 32 on the other deadlocked."""
+    port = _free_port()
+    processes = [_train_processes(tmp_path / "run", 1, port, ids=(i,), sets=("monitor_images=0", f"batch_size={b}"))[0]
+                 for i, b in ((0, 64), (1, 32))]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+    for code, err in results:
+        ours = [line for line in err.splitlines() if line.startswith("zspace:")]
+        assert code == 2 and len(ours) == 1 and "started with different configs: process 1" in ours[0], err[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_chief_whose_coordinator_port_is_taken_says_so_in_one_line(tmp_path):
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        chief = _train_processes(tmp_path / "run", 1, port, ids=(0,))[0]
+        code, err = chief.wait(timeout=120), chief.stderr.read()
+    ours = [line for line in err.splitlines() if line.startswith("zspace:")]
+    assert code == 2 and len(ours) == 1 and f"port {port} is in use" in ours[0], err[-2000:]
+
+
+def test_the_cluster_options_are_checked_before_anything_is_written(tmp_path):
+    def zspace(*args):
+        return subprocess.run([sys.executable, "-m", "zspace.cli", "train", *args], env=_env("jax"),
+                              capture_output=True, text=True, timeout=120)
+
+    done = zspace("-c", str(ROOT / "configs/demo.toml"), "--num-processes", "99999999999")
+    assert done.returncode == 2 and "--num-processes" in done.stderr, done.stderr[-2000:]
+    source = tmp_path / "source"
+    source.mkdir()
+    done = zspace(str(source), "--from-epoch", "1", "--out", str(tmp_path / "branch"), "--num-processes", "2",
+                  "--process-id", "1", "--coordinator", "127.0.0.1:5996")
+    assert done.returncode == 2 and "--from-epoch makes a branch on one process" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "branch").exists()
+    with pytest.raises(ConfigError, match="ZSPACE_NUM_PROCESSES"):
+        Cluster.from_env({"ZSPACE_NUM_PROCESSES": "0"})

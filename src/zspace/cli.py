@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 # TensorFlow's C++ INFO/WARNING lines drown the CLI's output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from zspace.config_fields import MAX_BATCH_SIZE, MAX_SEED  # noqa: E402
+from zspace.config_fields import MAX_BATCH_SIZE, MAX_PROCESSES, MAX_SEED  # noqa: E402
 from zspace.errors import ConfigError, ZspaceError  # noqa: E402
 
 
@@ -199,7 +199,7 @@ def train(
         "--coordinator", show_default=False,
         help="Several processes (JAX): HOST:PORT of process 0; default $ZSPACE_COORDINATOR.")] = None,
     num_processes: Annotated[int | None, typer.Option(
-        "--num-processes", min=1, show_default=False,
+        "--num-processes", min=1, max=MAX_PROCESSES, show_default=False,
         help="Several processes: how many; default $ZSPACE_NUM_PROCESSES, else 1.")] = None,
     process_id: Annotated[int | None, typer.Option(
         "--process-id", min=0, show_default=False,
@@ -219,6 +219,8 @@ def train(
         cluster = Cluster.from_env(coordinator=coordinator, num_processes=num_processes, process_id=process_id)
         _state["cluster"] = cluster
         epoch, seed, new_run = from_epoch, reseed, out  # each given once (a repeated option is a usage error)
+        if cluster.multi_process and epoch is not None:
+            raise ConfigError("--from-epoch makes a branch on one process; branch first, then train it on several.")
         if epoch is None and (seed is not None or new_run is not None):
             raise ConfigError("--reseed and --out branch a run: give --from-epoch N too.")
         if epoch is not None and new_run is None:
@@ -229,8 +231,6 @@ def train(
             run_config = branch_run(run_config, epoch, new_run, noise_seed=seed)
             typer.echo(f"branched {new_run} from epoch {epoch} of {source}"
                        + (f" with noise seed {seed}" if seed is not None else ""))
-        if cluster.multi_process and epoch is not None:
-            raise ConfigError("--from-epoch makes a branch on one process; branch first, then train it on several.")
         result = train_run(run_config, cluster=cluster)
         if not cluster.is_chief:
             return

@@ -34,11 +34,15 @@ from zspace.errors import ConfigError
 
 __all__ = ["Config", "Check", "config_field", "check", "positive", "at_least", "at_most", "in_range", "each",
            "same_length_as", "non_empty", "config_error", "toml_value", "did_you_mean", "parse_toml",
-           "read_toml", "is_seed_field", "MAX_SEED", "MAX_BATCH_SIZE", "MAX_CONFIG_BYTES"]
+           "read_toml", "is_seed_field", "MAX_SEED", "MAX_BATCH_SIZE", "MAX_CONFIG_BYTES", "MAX_PROCESSES"]
 
 MAX_SEED = 2**32 - 1
 """Largest seed (inclusive): numpy's RandomState, scikit-learn's random_state and Keras' set_random_seed take
 seeds in [0, 2**32)."""
+
+MAX_PROCESSES = 4096
+"""Most processes of one multi-process run (``zspace train --num-processes``; JAX numbers them with
+32-bit integers, and 4,096 machines is far beyond what this toolkit has been run on)."""
 
 MAX_BATCH_SIZE = 2**16
 """Largest batch of images (training, encoding): a model predicts in fixed-size batches, so a batch is

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import keras
 
+from zspace.config_fields import MAX_PROCESSES
 from zspace.errors import ConfigError, RunError
 
 __all__ = ["Cluster", "Replicas", "replicas_for", "outside_distribution", "COORDINATOR_TIMEOUT_S",
@@ -73,8 +74,10 @@ class Cluster:
     process_id: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int) or self.num_processes < 1:
-            raise ConfigError(f"num_processes must be a positive integer. Received: {self.num_processes!r}")
+        if (isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int)
+                or not 1 <= self.num_processes <= MAX_PROCESSES):
+            raise ConfigError(f"num_processes must be an integer in 1..{MAX_PROCESSES:,}. "
+                              f"Received: {self.num_processes!r}")
         if (isinstance(self.process_id, bool) or not isinstance(self.process_id, int)
                 or not 0 <= self.process_id < self.num_processes):
             raise ConfigError(f"process_id must be in 0..{self.num_processes - 1} (num_processes = "
@@ -110,8 +113,15 @@ class Cluster:
                 raise ConfigError(f"environment variable {name}={raw!r} must be a non-negative integer.")
             return int(raw)
 
-        return cls(coordinator if coordinator is not None else environ.get("ZSPACE_COORDINATOR", "").strip(),
-                   number("ZSPACE_NUM_PROCESSES", num_processes, 1), number("ZSPACE_PROCESS_ID", process_id, 0))
+        try:
+            return cls(coordinator if coordinator is not None else environ.get("ZSPACE_COORDINATOR", "").strip(),
+                       number("ZSPACE_NUM_PROCESSES", num_processes, 1), number("ZSPACE_PROCESS_ID", process_id, 0))
+        except ConfigError as exc:
+            used = [name for name, given in (("ZSPACE_COORDINATOR", coordinator), ("ZSPACE_NUM_PROCESSES",
+                    num_processes), ("ZSPACE_PROCESS_ID", process_id)) if given is None and environ.get(name)]
+            if not used:
+                raise
+            raise ConfigError(f"{exc} (from the environment: {', '.join(used)})") from None
 
 
 SINGLE_PROCESS = Cluster()
@@ -162,6 +172,26 @@ class Replicas:
         if self.count > 1 and batch_size % self.count:
             raise ConfigError(f"batch_size ({batch_size}) must be a multiple of the {self.count} devices of "
                               f"distribution = \"data_parallel\" (each gets batch_size / {self.count} images).")
+
+    def check_same_config(self, config_text: str) -> None:
+        """Refuses a multi-process run whose processes were started with different configs (they would
+        wait for each other forever: another batch size, another number of epochs). A collective: every
+        process calls it right after joining."""
+        if not self.cluster.multi_process:
+            return
+        import hashlib
+
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        digest = np.frombuffer(hashlib.sha256(config_text.encode()).digest(), dtype=np.uint8)
+        every = np.asarray(multihost_utils.process_allgather(digest))
+        differ = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
+        if differ:
+            raise ConfigError(f"the processes were started with different configs: process"
+                              f"{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} differ from "
+                              f"process 0's (epochs, batch_size, ...: every field but run_dir must match); start "
+                              f"all {self.cluster.num_processes} with the same config.")
 
     def close(self) -> None:
         """Puts back the Keras distribution that was set before the run."""
@@ -288,6 +318,21 @@ def _data_parallel(devices: int, cluster: Cluster) -> Replicas:
                     _previous_distribution=previous)
 
 
+def _check_port_free(cluster: Cluster) -> None:
+    """Process 0 serves the coordinator on every interface at the address's port: refused in one line when
+    something else holds it (JAX would end with a traceback: "Failed to start RPC server")."""
+    import socket
+
+    port = int(cluster.coordinator.rsplit(":", 1)[1])
+    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("::" if socket.has_ipv6 else "", port))
+        except OSError as exc:
+            raise RunError(f"coordinator {cluster.coordinator}: port {port} is in use on this machine "
+                           f"({exc.strerror}); process 0 serves the coordinator there: choose a free port.") from None
+
+
 _initialized: Cluster | None = None
 
 
@@ -317,6 +362,8 @@ def _initialize_processes(cluster: Cluster) -> None:
                   file=sys.stderr, flush=True)
             os._exit(2)
 
+    if cluster.is_chief:
+        _check_port_free(cluster)
     threading.Thread(target=give_up, daemon=True, name="zspace-join-timeout").start()
     jax.distributed.initialize(cluster.coordinator, cluster.num_processes, cluster.process_id,
                                initialization_timeout=int(timeout) + 30,

@@ -330,6 +330,11 @@ def train(config: RunConfig, dataset: Dataset | None = None, cluster: Cluster | 
     if t.tensorboard:
         require_tensorflow()
     replicas = replicas_for(t, cluster)
+    try:  # every field but run_dir (the folder may be mounted elsewhere on another machine)
+        replicas.check_same_config(RunConfig(config.model, replace(t, run_dir="-")).to_toml())
+    except BaseException:
+        replicas.close()
+        raise
     run = Run(t.run_dir, dataset)
     try:
         if not replicas.is_chief:
