@@ -32,6 +32,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +78,13 @@ def worker(arch: str, devices: int, steps: int, batch_size: int) -> None:
         history = model.fit(batches, steps_per_epoch=steps, epochs=epoch[0] + 1, initial_epoch=epoch[0],
                             shuffle=False, callbacks=[NonFiniteGuard(), timer], verbose=0)
         epoch[0] += 1
+        if len(timer.marks) < 2:
+            raise SystemExit(f"--steps {steps} gives a single compiled call of {model.steps_per_execution} steps: "
+                             f"nothing to time; give at least twice as many steps")
         return timer.rate(), float(history.history["total_loss"][-1])
 
     run()  # tracing / compilation outside the timed rounds
-    print(f"ready {model.steps_per_execution if hasattr(model, 'steps_per_execution') else '?'}", flush=True)
+    print(f"ready {model.steps_per_execution}", flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
             break
@@ -93,24 +97,33 @@ def measure(backend: str, arch: str, counts: list[int], steps: int, rounds: int,
     """{count: ([img/s per round], [loss per round], steps per execution)}, rounds alternated over the workers."""
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)}
-    workers, spe = {}, {}
+    workers, spe, logs = {}, {}, {}
+
+    def failed(n):
+        workers[n].kill()
+        logs[n].seek(0)
+        return SystemExit(f"worker for {n} devices failed:\n{logs[n].read()[-3000:]}")
+
     try:
         for n in counts:  # one at a time: each compiles alone
+            logs[n] = tempfile.TemporaryFile("w+")  # not a pipe: a chatty worker must not block on it
             workers[n] = subprocess.Popen(
                 [sys.executable, __file__, "--worker", str(n), "--backend", backend, "--arch", arch,
                  "--steps", str(steps), "--batch-size", str(batch_size)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[n], text=True, env=env)
             ready = workers[n].stdout.readline().split()
             if not ready or ready[0] != "ready":
-                workers[n].kill()
-                raise SystemExit(f"worker for {n} devices failed:\n{workers[n].stderr.read()[-3000:]}")
+                raise failed(n)
             spe[n] = ready[1]
         results = {n: ([], []) for n in counts}
         for _ in range(rounds):
             for n, process in workers.items():
                 process.stdin.write("run\n")
                 process.stdin.flush()
-                rate, loss = process.stdout.readline().split()
+                answer = process.stdout.readline().split()
+                if len(answer) != 2:
+                    raise failed(n)
+                rate, loss = answer
                 results[n][0].append(float(rate))
                 results[n][1].append(float(loss))
     finally:
@@ -118,6 +131,8 @@ def measure(backend: str, arch: str, counts: list[int], steps: int, rounds: int,
             if process.poll() is None:
                 process.stdin.close()
                 process.wait()
+        for log in logs.values():
+            log.close()
     return {n: (*results[n], spe[n]) for n in counts}
 
 
