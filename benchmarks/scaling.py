@@ -22,8 +22,8 @@ the distributed path, not a scaling figure. The last line is ``scaling_efficienc
 largest count N.
 
     python benchmarks/scaling.py --arch fashion --steps 16 --rounds 3   # a smoke test, about a minute
-    python benchmarks/scaling.py                                        # CelebA VAE, TensorFlow, 1 and 2 devices
-    python benchmarks/scaling.py --backend jax
+    python benchmarks/scaling.py                                        # CelebA VAE, TensorFlow, 1 and 2 devices: ~4 min
+    python benchmarks/scaling.py --backend jax --steps 16 --rounds 3     # JAX's CPU convolutions: about 9 minutes here
 """
 
 from __future__ import annotations
