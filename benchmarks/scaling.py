@@ -23,7 +23,7 @@ largest count N.
 
     python benchmarks/scaling.py --arch fashion --steps 16 --rounds 3   # a smoke test, about a minute
     python benchmarks/scaling.py                                        # CelebA VAE, TensorFlow, 1 and 2 devices: ~4 min
-    python benchmarks/scaling.py --backend jax --steps 16 --rounds 3     # JAX's CPU convolutions: about 9 minutes here
+    python benchmarks/scaling.py --backend jax --steps 16 --rounds 3     # about 9 minutes here
 """
 
 from __future__ import annotations
