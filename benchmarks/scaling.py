@@ -161,8 +161,8 @@ def main() -> None:
     results = measure(args.backend, args.arch, counts, args.steps, args.rounds, args.batch_size)
     base_rate = float(np.median(results[1][0]))
     base_loss = results[1][1][-1]
-    print(f"\n| devices | steps/execution | median img/s | rounds (img/s) | speed-up | efficiency | "
-          f"final loss | rel. diff vs 1 |")
+    print("\n| devices | steps/execution | median img/s | rounds (img/s) | speed-up | efficiency | "
+          "final loss | rel. diff vs 1 |")
     print("|---:|---:|---:|---|---:|---:|---:|---:|")
     efficiency, failed = {}, []
     for n in counts:
