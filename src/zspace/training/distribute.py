@@ -173,10 +173,10 @@ class Replicas:
             raise ConfigError(f"batch_size ({batch_size}) must be a multiple of the {self.count} devices of "
                               f"distribution = \"data_parallel\" (each gets batch_size / {self.count} images).")
 
-    def check_same_config(self, config_text: str) -> None:
-        """Refuses a multi-process run whose processes were started with different configs (they would
-        wait for each other forever: another batch size, another number of epochs). A collective: every
-        process calls it right after joining."""
+    def check_same(self, what: str, text: str) -> None:
+        """Refuses a multi-process run whose processes differ in ``what`` (``text`` describes this process's):
+        they would wait for each other forever (another batch size, another number of epochs or images).
+        A collective: every process calls it at the same point."""
         if not self.cluster.multi_process:
             return
         import hashlib
@@ -184,14 +184,14 @@ class Replicas:
         import numpy as np
         from jax.experimental import multihost_utils
 
-        digest = np.frombuffer(hashlib.sha256(config_text.encode()).digest(), dtype=np.uint8)
+        digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8)
         every = np.asarray(multihost_utils.process_allgather(digest))
         differ = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
         if differ:
-            raise ConfigError(f"the processes were started with different configs: process"
-                              f"{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} differ from "
-                              f"process 0's (epochs, batch_size, ...: every field but run_dir must match); start "
-                              f"all {self.cluster.num_processes} with the same config.")
+            who = (f"processes {', '.join(map(str, differ))} differ" if len(differ) > 1
+                   else f"process {differ[0]} differs")
+            raise ConfigError(f"the processes were started with different {what}: {who} from process 0; "
+                              f"start all {self.cluster.num_processes} alike.")
 
     def close(self) -> None:
         """Puts back the Keras distribution that was set before the run."""

@@ -331,7 +331,8 @@ def train(config: RunConfig, dataset: Dataset | None = None, cluster: Cluster | 
         require_tensorflow()
     replicas = replicas_for(t, cluster)
     try:  # every field but run_dir (the folder may be mounted elsewhere on another machine)
-        replicas.check_same_config(RunConfig(config.model, replace(t, run_dir="-")).to_toml())
+        replicas.check_same("configs (every field but run_dir must match: epochs, batch_size, ...)",
+                            RunConfig(config.model, replace(t, run_dir="-")).to_toml())
     except BaseException:
         replicas.close()
         raise
@@ -401,6 +402,8 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
     data, split = run.data, run.split
     check_task_data(data, t.task)
     x_train, x_val = split.x_train, split.x_val
+    replicas.check_same("data (numbers of training and validation images, image shape)",
+                        f"{len(x_train)} {len(x_val)} {data.image_shape}")
     replicas.check_batches(t.batch_size)
     steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
     model = new_model(config, steps_per_epoch, replicas)
