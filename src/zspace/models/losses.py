@@ -45,9 +45,7 @@ def per_replica(loss, rows):
     context = tf.distribute.get_replica_context()
     if context is None:  # cross-replica context (Keras' symbolic build): no step is taken
         return loss / n
-    # An all_gather like the sampling noise's: an all_reduce here got instance keys out of step with the
-    # gradients' all-reduce between replicas ("Shape mismatch in the collective instance", seen in a
-    # step traced after a rollback).
+    # The row counts of every replica, gathered like the sampling noise's (_replica_window in layers.py).
     every = context.all_gather(tf.reshape(tf.cast(rows, loss.dtype), [1]), axis=0)
     return loss * tf.cast(rows, loss.dtype) / tf.reduce_sum(every)
 
