@@ -230,6 +230,47 @@ def test_cli_prepare_and_streaming_training(celeba, tmp_path, capsys):
     assert not open_files_under(out), "shard files left open"
 
 
+@pytest.mark.parametrize("pairs", [False, True])
+def test_the_streamed_pipeline_gives_the_float32_batches_bit_for_bit(celeba, pairs):
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the streamed tf.data pipeline is TensorFlow's")
+    from zspace.training.tf_pipeline import streamed_dataset
+
+    cache = read_cache(celeba[0] / "cache")
+    # a pairs cache's inputs and targets are channel views of the same shards
+    images, targets = (cache.images.channel_view(0, 1), cache.images) if pairs else (cache.images, None)
+    for seed, start, end in ((3, 1, 3), (None, 0, 1)):
+        reference = EpochBatches(images, 8, seed=seed, start_epoch=start, end_epoch=end, targets=targets)
+        streamed = list(streamed_dataset(reference))
+        assert len(streamed) == len(reference) == 4 * (end - start)  # 30 images: the last batch holds 6
+        for i, (inputs, outputs) in enumerate(streamed):
+            expected_inputs, expected_outputs = reference[i]
+            assert inputs.dtype == outputs.dtype == tf.float32
+            np.testing.assert_array_equal(inputs.numpy(), expected_inputs)
+            np.testing.assert_array_equal(outputs.numpy(), expected_outputs)
+
+
+def test_a_cache_streams_through_tf_data_only_without_a_transform(celeba):
+    import keras
+
+    from zspace.config import TrainConfig
+    from zspace.training.run import input_batches
+
+    cache = read_cache(celeba[0] / "cache")
+    plain = input_batches(cache.images, TrainConfig(batch_size=8), seed=0)
+    denoise = input_batches(cache.images, TrainConfig(batch_size=8, task="denoise"), seed=0)
+    assert isinstance(denoise, EpochBatches) and not denoise.stored_as_uint8
+    with pytest.raises(ValueError, match="no transform"):
+        denoise.stored(0)
+    if keras.backend.backend() == "tensorflow":
+        assert type(plain).__module__.startswith("tensorflow")
+    else:  # Keras feeds JAX and PyTorch from the PyDataset itself
+        assert isinstance(plain, EpochBatches) and plain.stored_as_uint8
+
+
 def test_cli_prepare_errors(tmp_path, capsys):
     assert main(["prepare", "celeba", "--src", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -61,12 +61,33 @@ class EpochBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.steps_per_epoch * (self.end_epoch - self.start_epoch)
 
-    def __getitem__(self, index: int):
+    def _rows(self, index: int) -> tuple[int, int, np.ndarray, slice | None]:
+        """(epoch, step, sorted image indices, this process's part or None) of batch ``index``."""
         epoch = self.start_epoch + index // self.steps_per_epoch
         step = index % self.steps_per_epoch
         # Sorted indices read memory (or disk) in order; the order inside a batch does not change its mean loss.
         batch = np.sort(self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size])
         part = self.share(len(batch)) if self.share is not None else None
+        return epoch, step, batch, part
+
+    @property
+    def stored_as_uint8(self) -> bool:
+        """Whether :meth:`stored` can give the batches as their uint8 bytes: images (and targets)
+        read from a cache, no transform, one process."""
+        return (hasattr(self.images, "uint8") and (self.targets is None or hasattr(self.targets, "uint8"))
+                and self.transform is None and self.share is None)
+
+    def stored(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` as stored: uint8 (inputs, targets), each (k, H, W, C), in [0, 255]; the
+        float32 batch is this divided by 255. Only when :attr:`stored_as_uint8`."""
+        if not self.stored_as_uint8:
+            raise ValueError("stored() needs cached images, no transform and one process")
+        batch = self._rows(index)[2]
+        images = self.images.uint8(batch)
+        return images, (images if self.targets is None else self.targets.uint8(batch))
+
+    def __getitem__(self, index: int):
+        epoch, step, batch, part = self._rows(index)
         if self.transform is None and part is not None:
             batch = batch[part]
         targets = self.images[batch]

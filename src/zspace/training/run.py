@@ -23,7 +23,8 @@ from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.rundir import Run, run_data
 from zspace.training.batches import EpochBatches
 from zspace.training.distribute import SINGLE_PROCESS, Cluster, Replicas, outside_distribution, replicas_for
-from zspace.training.tf_pipeline import epoch_dataset
+from zspace.training.precision import resolve_precision
+from zspace.training.tf_pipeline import epoch_dataset, streamed_dataset
 from zspace.training.callbacks import (EpochCheckpoint, HistoryCSV, JumpDetector, KLWarmup, LatentMonitor,
                                        NonFiniteGuard)
 from zspace.training.noise import next_noise_seed, noise_seed_after, reseed_if_due, set_noise_seed
@@ -202,7 +203,7 @@ def new_model(config: RunConfig, steps_per_epoch: int, replicas: Replicas | None
     t = config.train
     with replicas.scope() if replicas is not None else contextlib.nullcontext():
         keras.utils.set_random_seed(t.seed)
-        model = build_model(config.model, seed=t.seed, precision=t.precision)
+        model = build_model(config.model, seed=t.seed, precision=resolve_precision(t.precision))
         clip = {"clipnorm": t.gradient_clip_norm} if t.gradient_clip_norm else {}
         # Keras' multi-step loop fails under MirroredStrategy (an unfed placeholder in its has_next): one step.
         most = 1 if replicas is not None and replicas.strategy is not None else t.steps_per_execution
@@ -217,16 +218,20 @@ def input_batches(images, train: TrainConfig, seed: int | None, start_epoch: int
     """The (inputs, targets) batches ``zspace.train`` feeds to ``fit`` (``targets``: those of
     input/target pairs, ``images`` being the inputs).
 
-    In-memory arrays of the plain reconstruction task go through a tf.data pipeline on the
-    TensorFlow backend (the same batches, gathered in-graph); everything else through
-    :class:`EpochBatches` (``share``: one process's rows of each batch, see there).
+    On the TensorFlow backend, in-memory arrays of the plain reconstruction task, and cached
+    images without a transform, go through tf.data pipelines (the same batches: gathered in-graph,
+    or read as uint8 ahead of the step); everything else through :class:`EpochBatches`
+    (``share``: one process's rows of each batch, see there).
     """
     transform = task_transform(train.task, train.noise_sigma, train.drop_fraction)
     if (transform is None and targets is None and share is None and isinstance(images, np.ndarray)
             and keras.backend.backend() == "tensorflow"):
         return epoch_dataset(images, train.batch_size, seed, start_epoch, end_epoch)
-    return EpochBatches(images, train.batch_size, seed=seed, start_epoch=start_epoch, end_epoch=end_epoch,
-                        transform=transform, noise_seed=noise_seed, targets=targets, share=share)
+    batches = EpochBatches(images, train.batch_size, seed=seed, start_epoch=start_epoch, end_epoch=end_epoch,
+                           transform=transform, noise_seed=noise_seed, targets=targets, share=share)
+    if batches.stored_as_uint8 and keras.backend.backend() == "tensorflow":
+        return streamed_dataset(batches)
+    return batches
 
 
 # Tags the monitor's draw of validation images: a random stream of the run's seed of its own.
@@ -491,7 +496,8 @@ def _train(run: Run, config: RunConfig, replicas: Replicas) -> RunResult:
                        "jumps": len(state["jump_events"]), "final": final, "backend": keras.backend.backend(),
                        # the unit of reco_loss / total_loss in "final" and history.csv
                        "reconstruction_reduction": config.model.reconstruction_reduction,
-                       "devices": replicas.count, "processes": replicas.cluster.num_processes})
+                       "devices": replicas.count, "processes": replicas.cluster.num_processes,
+                       "precision": resolve_precision(t.precision)})
     return RunResult(run, config, model, history, dataset_info, first_epoch)
 
 

@@ -1,10 +1,14 @@
-"""TensorFlow-only input pipeline for in-memory arrays: the batches of :class:`EpochBatches`, in-graph.
+"""TensorFlow-only input pipelines: the batches of :class:`EpochBatches`, through tf.data.
 
 Same permutation per (seed, epoch), same batch boundaries, same sorting within a batch, so
-a run gives identical results whichever pipeline feeds it; the gather happens in tf.data
-instead of a Python generator, which saved about 3% of a Fashion-MNIST training step here
-(benchmarks/README.md). Used by ``zspace.train`` on the TensorFlow backend for numpy images
-and the plain reconstruction task; everything else goes through :class:`EpochBatches`.
+a run gives identical results whichever pipeline feeds it.
+
+- :func:`epoch_dataset`, in-memory arrays: the gather happens in-graph instead of in a Python
+  generator, which saved about 3% of a Fashion-MNIST training step (benchmarks/README.md).
+- :func:`streamed_dataset`, a ``cache:`` dataset: the batches are read as uint8 (a quarter of
+  the bytes of float32) ahead of the step, and converted to float32 in the graph.
+
+Used by ``zspace.train`` on the TensorFlow backend; everything else goes through :class:`EpochBatches`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ import numpy as np
 
 from zspace.training.batches import EpochBatches
 
-__all__ = ["epoch_dataset"]
+__all__ = ["epoch_dataset", "streamed_dataset"]
+
+# Batches read ahead of the training step. Each is a few MB of uint8 (CelebA: 3.5 MB at batch 128), and
+# a fixed depth, unlike AUTOTUNE, keeps streamed training's memory flat whatever the cache size.
+READ_AHEAD_BATCHES = 4
 
 
 def epoch_dataset(images: np.ndarray, batch_size: int, seed: int | None = None, start_epoch: int = 0,
@@ -46,3 +54,39 @@ def epoch_dataset(images: np.ndarray, batch_size: int, seed: int | None = None, 
     dataset = tf.data.Dataset.from_tensor_slices((rows, lengths))
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
+
+
+def streamed_dataset(batches: EpochBatches):
+    """A ``tf.data.Dataset`` of ``batches`` read as uint8 and divided by 255 in the graph.
+
+    Gives the float32 batches of ``batches[i]`` bit for bit (the same IEEE division). The reads
+    (one ``os.pread`` per run of images, which releases the GIL) run on tf.data's threads,
+    :data:`READ_AHEAD_BATCHES` ahead of the step.
+
+    Args:
+        batches: an :class:`EpochBatches` whose ``stored_as_uint8`` is true.
+    """
+    import tensorflow as tf
+
+    if not batches.stored_as_uint8:
+        raise ValueError("streamed_dataset needs cached images, no transform and one process")
+    input_shape = tuple(batches.images.shape[1:])
+    target_shape = input_shape if batches.targets is None else tuple(batches.targets.shape[1:])
+    same = batches.targets is None
+
+    def read(index):
+        inputs, targets = batches.stored(int(index))
+        return (inputs,) if same else (inputs, targets)
+
+    def load(index):
+        stored = tf.numpy_function(read, [index], (tf.uint8,) if same else (tf.uint8, tf.uint8), stateful=False)
+        inputs = tf.ensure_shape(stored[0], (None, *input_shape))
+        inputs = tf.cast(inputs, tf.float32) / 255.0
+        if same:
+            return inputs, inputs
+        targets = tf.cast(tf.ensure_shape(stored[1], (None, *target_shape)), tf.float32) / 255.0
+        return inputs, targets
+
+    dataset = tf.data.Dataset.range(len(batches))
+    dataset = dataset.map(load, num_parallel_calls=2, deterministic=True)
+    return dataset.prefetch(READ_AHEAD_BATCHES)
