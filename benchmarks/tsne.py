@@ -32,8 +32,9 @@ subset (zspace's `random_subset`), sizes above N are skipped.
 
 --levers adds rows for openTSNE's speed levers at the largest openTSNE size (--lever-size): n_jobs 1, Barnes-Hut
 instead of FFT, 500 iterations in all instead of 750, Annoy with 10 trees instead of 50, exact neighbours
-(scikit-learn brute force), and pynndescent / hnswlib neighbours when installed. The KL column shows what a lever
-costs in quality (lower is better; comparable only at equal size and iterations).
+(scikit-learn brute force), and pynndescent / hnswlib neighbours when installed; each is killed past the budget
+like scikit-learn's fits (Barnes-Hut at 140,000 points may be). The KL column shows what a lever costs in quality
+(lower is better; comparable only at equal size and iterations).
 
     python benchmarks/tsne.py                       # openTSNE 20k/80k/140k, scikit-learn 5k.. within 600 s
     python benchmarks/tsne.py --levers              # and the levers at 140,000
@@ -295,7 +296,8 @@ def main() -> None:
     parser.add_argument("--sklearn-sizes", type=sizes, default=None,
                         help="scikit-learn sizes tried in order (default 5000,10000,20000,40000,80000,140000); "
                              "'' = none")
-    parser.add_argument("--budget-s", type=float, default=600.0, help="scikit-learn's time budget per fit")
+    parser.add_argument("--budget-s", type=float, default=600.0,
+                        help="time budget per scikit-learn fit and per lever row (killed 60 s after it)")
     parser.add_argument("--n-jobs", type=int, default=-1, help="threads of both (zspace's default: -1, all cores)")
     parser.add_argument("--codes", default=None, help="real z-points: an (N, D) .npy, or a .npz with 'z'")
     parser.add_argument("--levers", action="store_true", help="also openTSNE's speed levers (extra rows)")
@@ -368,7 +370,7 @@ def main() -> None:
             if needs and importlib.util.find_spec(needs) is None:
                 rows.append([f"lever: {label}", f"{n:,}", "", f"not installed ({needs})"] + [""] * (len(COLUMNS) - 4))
                 continue
-            r = run_worker({**base, "lib": "opentsne", "n": n, "lever": lever})
+            r = run_worker({**base, "lib": "opentsne", "n": n, "lever": lever}, timeout=args.budget_s + KILL_SLACK_S)
             rows.append(row(f"lever: {label}", n, r))
             print(f"  ... lever {label}: {r.get('seconds', float('nan')):.1f} s", flush=True)
     print()
@@ -381,7 +383,7 @@ def main() -> None:
     ran = [n for n in open_sizes if "error" not in fits[n]]
     if ran:
         largest = max(ran)
-        print(f"tsne_{largest // 1000}k_seconds={fits[largest]['seconds']:.1f}")
+        print(f"tsne_{largest / 1000:g}k_seconds={fits[largest]['seconds']:.1f}")
 
 
 if __name__ == "__main__":
