@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +68,35 @@ def step_timer(batch_size: int):
             return (b1 - b0) * batch_size / (t1 - t0)
 
     return StepTimer()
+
+
+def machine_line(packages: tuple[str, ...] = ("numpy",)) -> str:
+    """One line saying where a benchmark ran: CPU model, usable cores, the CPU flags that change kernel speed
+    (avx2, avx512f, avx512_bf16, from /proc/cpuinfo), the load average and the versions of ``packages``
+    ("a|b": the first of these distributions that is installed)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    versions = []
+    for names in packages:  # "tensorflow|tensorflow-cpu": the first distribution installed
+        for name in names.split("|"):
+            try:
+                versions.append(f"{name} {metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            versions.append(f"{names} (not installed)")
+    flag_text = ", ".join(wanted) or "none of avx2/avx512"
+    return (f"machine: {model}, {cores} cores (of {os.cpu_count()}), flags {flag_text}; "
+            f"load average {load}; python {platform.python_version()}, {', '.join(versions)}")
