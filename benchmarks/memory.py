@@ -2,7 +2,7 @@
 
 For each size (default 10k, 50k, 170k images of 96x96x3) a synthetic cache is written, then a
 fresh process loads it as ``zspace.train`` does (``cache:`` dataset, train/validation split,
-``EpochBatches`` shuffling the whole training set) and trains the CelebA VAE for the same number
+zspace's streamed pipeline shuffling the whole training set) and trains the CelebA VAE for the same number
 of steps. It reports its peak RSS (VmHWM) and its anonymous resident memory (RssAnon: memory
 that is not file-backed page cache).
 
@@ -26,17 +26,18 @@ import json, os, sys
 sys.path.insert(0, sys.argv[4])
 import keras
 from common import CELEBA_VAE
-from zspace.config import ModelConfig
+from zspace.config import ModelConfig, TrainConfig
 from zspace.data import load_dataset, train_validation_split
 from zspace.models import build_model
-from zspace.training import EpochBatches
+from zspace.training.run import input_batches
 cache, steps = sys.argv[1], int(sys.argv[3])
 split = train_validation_split(load_dataset(f"cache:{cache}"), 0.1, 0, seed=0)  # the path zspace.train takes
 model = build_model(ModelConfig(**CELEBA_VAE), seed=0)
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
-batches = EpochBatches(split.x_train, 128, seed=0, end_epoch=1)  # a shuffled epoch over the whole cache
+train = TrainConfig(batch_size=128)
+batches = input_batches(split.x_train, train, seed=0)  # zspace's streamed pipeline: a shuffled epoch of the cache
 model.fit(batches, steps_per_epoch=steps, shuffle=False, verbose=0,
-          validation_data=EpochBatches(split.x_val.select(range(256)), 128))
+          validation_data=input_batches(split.x_val.select(range(256)), train, seed=None))
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 print(json.dumps({k: int(status[k].split()[0]) for k in ("VmHWM", "RssAnon", "RssFile")}))
 """

@@ -2,7 +2,9 @@
 
 1. `prepare` throughput: synthetic 178x218 JPEGs -> 96x96 cache, all cores.
 2. Pipeline alone: batches of 128 read from a memory-mapped cache (shuffled order, uint8 -> float32).
-3. Training step alone: the reference CelebA VAE (96x96x3, Conv2D 32/64/128/256, stride 2,
+3. Each input path's delivery rate into TensorFlow tensors, nothing consuming them (what a faster,
+   GPU, training step could draw).
+3b. Training step alone: the reference CelebA VAE (96x96x3, Conv2D 32/64/128/256, stride 2,
    z_dim 256, batch 128) on an in-memory batch, after warm-up.
 4. Steady state of Keras fit, side by side in one process, in alternating rounds: the same
    training images in memory (zspace's in-graph gather) against streamed from the cache, through
@@ -54,6 +56,23 @@ class Marks:
                 return (b1 - b0) * batch_size / (t1 - t0), self.marks[0][1] - start - per_mark
 
         return _Marks()
+
+
+def delivery_rates(paths: dict, repeats: int) -> list[tuple[str, float]]:
+    """Images per second each input path hands to TensorFlow as tensors, with nothing consuming them: the
+    rate a faster training step (a GPU's) could draw. A PyDataset goes through Keras' own adapter, as in fit."""
+    import tensorflow as tf
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    rows = []
+    for name, batches in paths.items():
+        def deliver(batches=batches):
+            dataset = batches if isinstance(batches, tf.data.Dataset) else PyDatasetAdapter(batches).get_tf_dataset()
+            return sum(len(x) for x, _ in dataset)
+
+        count = deliver()  # warm: builds the pipeline, fills the page cache
+        rows.append((f"delivered to TensorFlow, nothing consuming: {name}", median_rate(deliver, count, repeats)))
+    return rows
 
 
 def prepare_rate(folder: Path, n: int) -> float:
@@ -124,6 +143,7 @@ def main() -> None:
             "streamed (uint8 read ahead, cast in graph)": input_batches(train, config.train, seed=0),
             "streamed via PyDataset (float32, before)": EpochBatches(train, 128, seed=0),
         }
+        rows.extend(delivery_rates(paths, repeats=2))
         steady, startup = {name: [] for name in paths}, {name: [] for name in paths}
         steps = math.ceil(len(train) / 128)
         models = {name: new_model(config, steps) for name in paths}

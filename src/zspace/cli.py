@@ -235,7 +235,8 @@ def train(
         if not cluster.is_chief:
             return
         last = result.history[-1] if result.history else {}
-        typer.echo(f"run {result.run.root}: {len(result.history)} epochs, "
+        epochs = len(result.history)
+        typer.echo(f"run {result.run.root}: {epochs} epoch{'s' if epochs != 1 else ''}, "
                    f"val_total_loss={last.get('val_total_loss', float('nan')):.4f}")
 
 

@@ -352,10 +352,13 @@ class TrainConfig(Config):
         "every that many steps. Always 1 on the PyTorch backend.",
         8, at_least(1),
     )
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = _f(
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"] = _f(
         'Compute dtype of the layers (weights, losses and sampling stay float32). "mixed_bfloat16" '
-        "is about 1.4x faster on CPUs with AVX512-BF16 (benchmarks/README.md) but changes the numbers; "
-        '"mixed_float16" is for GPUs (with loss scaling). Saved models load and run in float32.',
+        "is about 1.2-1.4x faster on CPUs with AVX512-BF16, and moved the final losses and z-space "
+        "statistics by less than the seed-to-seed spread (benchmarks/README.md); "
+        '"mixed_float16" is for GPUs (with loss scaling). "auto": mixed_float16 on a GPU, '
+        "mixed_bfloat16 on a CPU with AVX512-BF16, float32 otherwise (resolved on each start; "
+        "summary.json says which). Saved models load and run in float32.",
         "float32",
     )
     distribution: Literal["none", "data_parallel"] = _f(
