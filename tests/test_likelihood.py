@@ -98,8 +98,28 @@ def test_summary_record():
         importance_log_likelihood(np.zeros((1, 2)), np.zeros((1, 1)), np.zeros((1, 1)), None, k=0)
 
 
+@pytest.mark.parametrize("values, k, rows", [
+    (784, 1000, 4000),      # Fashion-MNIST: 4 images of K = 1,000 per call, below the 4,096-row cap
+    (27648, 200, 200),      # 96x96x3: 303 rows fit the value budget; one image of K = 200 per call
+    (27648, 1000, 250),     # K = 1,000 in 4 calls of 250 (not 303, 303, 303, 91)
+    (10**9, 5, 1),          # a huge image: one pair per call
+    (64, 3, 4095),          # tiny images: the row cap, a multiple of K
+])
+def test_likelihood_calls_are_bounded_in_values_and_pad_nothing(values, k, rows):
+    from zspace.evaluation.likelihood import MAX_ROWS_PER_CALL, VALUES_PER_CALL, rows_per_call
+
+    got = rows_per_call(values, k)
+    assert got == rows
+    assert got <= MAX_ROWS_PER_CALL and (got * values <= VALUES_PER_CALL or got == 1)
+    if k <= got:
+        assert got % k == 0  # whole images per call
+    else:
+        calls = -(-k // got)
+        assert calls * got - k < calls  # K split evenly: under one padded row per call
+
+
 @pytest.mark.slow
-def test_likelihood_of_a_trained_run(tmp_path):
+def test_likelihood_of_a_trained_run(tmp_path, monkeypatch):
     from conftest import tiny_run_config
     from zspace import Run
     from zspace.evaluation import run_likelihood
@@ -113,6 +133,12 @@ def test_likelihood_of_a_trained_run(tmp_path):
     assert many.n_images == 180 and many.dims == 64 and many.likelihood == "bernoulli"
     assert many.nll <= -many.elbo + 1e-6  # the importance-sampled bound is at least as tight as the ELBO
     assert many.nll < few.nll  # and tightens with K
+    # sized by the image: with a budget of 50 images of 8x8, K = 200 goes in 4 calls; the same samples, the same NLL
+    import zspace.evaluation.likelihood as likelihood
+
+    monkeypatch.setattr(likelihood, "VALUES_PER_CALL", 50 * 64)
+    split = run_likelihood(Run(tmp_path / "vae"), n_images=180, k=200, seed=1)
+    assert split.nll == pytest.approx(many.nll, rel=1e-6) and split.elbo == pytest.approx(many.elbo, rel=1e-6)
     assert many.bits_per_dim == pytest.approx(many.nll / (64 * math.log(2)))
     # -ELBO is the run's own validation loss (reco + KL, kl_factor 1), up to Monte Carlo noise
     val_total = Run(tmp_path / "vae").history[-1]["val_total_loss"]

@@ -82,7 +82,24 @@ class DecoderLogLikelihood(keras.layers.Layer):
         return {**super().get_config(), "likelihood": self.likelihood}
 
 
-def decoder_log_likelihood(decoder: keras.Model, likelihood: str, batch_size: int = 4096
+# Target values (pixels x channels) per decoder call of the likelihood: 2^23 float32 values are 32 MiB for the
+# targets, the decoded images and each decoder activation of their size. At a fixed 4,096 rows a 96x96x3 decoder
+# held several GB of activations (5.5 GB peak RSS in benchmarks/workflow.py); 28x28 images still get 4,096 rows.
+VALUES_PER_CALL = 2**23
+MAX_ROWS_PER_CALL = 4096
+
+
+def rows_per_call(values_per_image: int, k: int) -> int:
+    """(image, z) pairs per decoder call for ``values_per_image`` (H x W x C) targets and K samples:
+    at most :data:`VALUES_PER_CALL` values and :data:`MAX_ROWS_PER_CALL` rows, and a multiple of K (or
+    an even share of it), so that the fixed-shape calls pad (and waste) nothing."""
+    rows = max(1, min(MAX_ROWS_PER_CALL, VALUES_PER_CALL // max(1, values_per_image)))
+    if k <= rows:
+        return rows // k * k
+    return math.ceil(k / math.ceil(k / rows))
+
+
+def decoder_log_likelihood(decoder: keras.Model, likelihood: str, batch_size: int = MAX_ROWS_PER_CALL
                            ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``(targets (m, H, W, C), z (m, z_dim)) -> (m,)`` log p(targets | z) through ``decoder``, in one graph.
 
@@ -192,12 +209,13 @@ def summarize(log_px: np.ndarray, elbo: np.ndarray, k: int, dims: int, likelihoo
 
 
 def run_likelihood(run, n_images: int = 1000, k: int = 1000, seed: int = 0,
-                   samples_per_call: int = 8192, progress: bool = False) -> Likelihood | None:
+                   samples_per_call: int | None = None, progress: bool = False) -> Likelihood | None:
     """NLL and ELBO of a run's VAE on its first ``n_images`` validation images; None for an AE (it has none).
 
     Args:
         run: a :class:`zspace.Run` (or its directory). The images are encoded as the run's task
             feeds them (grey for recolor); the likelihood is that of the target images.
+        samples_per_call: (image, z) pairs per decoder call; None: :func:`rows_per_call` of the image size.
     """
     from zspace.data.tasks import inference_inputs
     from zspace.rundir import Run
@@ -209,7 +227,9 @@ def run_likelihood(run, n_images: int = 1000, k: int = 1000, seed: int = 0,
     images = run.validation_images(n_images)
     codes = model.encode(inference_inputs(images, run.config.train.task))
     bce = run.config.model.reconstruction_loss == "bce"
-    log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli" if bce else "gaussian")
+    samples_per_call = samples_per_call or rows_per_call(int(np.prod(images.shape[1:])), k)
+    log_p_x_given_z = decoder_log_likelihood(model.decoder, "bernoulli" if bce else "gaussian",
+                                             batch_size=min(samples_per_call, MAX_ROWS_PER_CALL))
     log_px, elbo = importance_log_likelihood(images, codes["mu"], codes["logvar"], log_p_x_given_z, k,
                                              samples_per_call, seed, progress)
     return summarize(log_px, elbo, k, int(np.prod(images.shape[1:])),
