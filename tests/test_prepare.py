@@ -253,6 +253,24 @@ def test_the_streamed_pipeline_gives_the_float32_batches_bit_for_bit(celeba, pai
             np.testing.assert_array_equal(outputs.numpy(), expected_outputs)
 
 
+def test_a_streamed_run_resumed_after_an_epoch_has_the_weights_of_an_uninterrupted_one(celeba, tmp_path):
+    from conftest import tiny_run_config
+
+    from zspace.training import train
+
+    def config(name, epochs):
+        return tiny_run_config(tmp_path / name, epochs=epochs, batch_size=8,
+                               dataset=f"cache:{celeba[0] / 'cache'}").with_overrides({
+            "input_shape": [32, 32, 3], "encoder_filters": [8, 16], "encoder_kernels": [3, 3],
+            "encoder_strides": [2, 2], "encoder_padding": ["same", "same"]})
+
+    straight = train(config("straight", 3))
+    train(config("resumed", 1))
+    resumed = train(config("resumed", 3))
+    assert resumed.start_epoch == 1 and [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert all(np.array_equal(a, b) for a, b in zip(straight.model.get_weights(), resumed.model.get_weights()))
+
+
 def test_a_cache_streams_through_tf_data_only_without_a_transform(celeba):
     import keras
 
