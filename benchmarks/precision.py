@@ -35,7 +35,7 @@ QUANTITIES = ("val_total_loss", "val_reco_loss", "val_kl_divergence", "z_radius_
 
 def train_one(config: str, overrides: list[str], run_dir: Path) -> tuple[dict[str, float], float]:
     """Trains through the CLI in a fresh process; (last history row, seconds)."""
-    command = [sys.executable, "-m", "zspace.cli", "train", config, "--set", f"run_dir={run_dir}",
+    command = [sys.executable, "-m", "zspace.cli", "train", "-c", config, "--set", f"run_dir={run_dir}",
                "--set", "verbose=0", *[a for o in overrides for a in ("--set", o)]]
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
