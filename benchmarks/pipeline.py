@@ -145,6 +145,7 @@ def main() -> None:
         }
         rows.extend(delivery_rates(paths, repeats=2))
         steady, startup = {name: [] for name in paths}, {name: [] for name in paths}
+        traced = {}
         steps = math.ceil(len(train) / 128)
         models = {name: new_model(config, steps) for name in paths}
         for round_ in range(args.rounds + 1):  # round 0 traces the functions: not counted
@@ -157,6 +158,8 @@ def main() -> None:
                     rate, first = timer.steady(start, args.skip, 128)
                     steady[name].append(rate)
                     startup[name].append(first)
+                else:
+                    traced[name] = timer.marks[0][1] - start
         for name in paths:
             rows.append((f"fit, steady state: {name}", float(np.median(steady[name]))))
     memory, streamed = (np.array(steady[name]) for name in list(paths)[:2])
@@ -168,7 +171,8 @@ def main() -> None:
     for name, rate in rows:
         print(f"{name:<{width}}  {rate:10.0f} img/s")
     for name in paths:
-        print(f"start-up of an epoch, {name}: {np.median(startup[name]):.2f} s (first mark minus a steady one)")
+        print(f"start-up of an epoch, {name}: {np.median(startup[name]):.2f} s (first mark minus a steady one); "
+              f"first fit, to its first mark (tracing included): {traced[name]:.1f} s")
     print("per round, streamed / in memory:", " ".join(f"{r:.3f}" for r in streamed / memory))
     print(f"pipeline_over_step={pipeline / step:.1f}")
     print(f"streamed_over_memory={np.median(streamed / memory):.3f}")
