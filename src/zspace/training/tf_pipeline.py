@@ -22,6 +22,8 @@ __all__ = ["epoch_dataset", "streamed_dataset"]
 # Batches read ahead of the training step. Each is a few MB of uint8 (CelebA: 3.5 MB at batch 128), and
 # a fixed depth, unlike AUTOTUNE, keeps streamed training's memory flat whatever the cache size.
 READ_AHEAD_BATCHES = 4
+# Batches read at once: one read waits on the disk while the other copies; more only compete with the step.
+PARALLEL_READS = 2
 
 
 def epoch_dataset(images: np.ndarray, batch_size: int, seed: int | None = None, start_epoch: int = 0,
@@ -53,7 +55,6 @@ def epoch_dataset(images: np.ndarray, batch_size: int, seed: int | None = None, 
 
     dataset = tf.data.Dataset.from_tensor_slices((rows, lengths))
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-
 
 
 def streamed_dataset(batches: EpochBatches):
@@ -88,5 +89,5 @@ def streamed_dataset(batches: EpochBatches):
         return inputs, targets
 
     dataset = tf.data.Dataset.range(len(batches))
-    dataset = dataset.map(load, num_parallel_calls=2, deterministic=True)
+    dataset = dataset.map(load, num_parallel_calls=PARALLEL_READS, deterministic=True)
     return dataset.prefetch(READ_AHEAD_BATCHES)
