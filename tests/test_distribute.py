@@ -209,14 +209,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Runs the CLI with a Python audit hook that logs every write under WATCHED_DIR (opening a file for writing,
+# renames, removals, new folders...) to WRITE_LOG. Files written by C++ code (TensorBoard's event files) bypass
+# it; their names carry the writing process's pid.
+_WATCH_WRITES = r"""
+import os, runpy, sys
+watched, log = os.path.realpath(os.environ["WATCHED_DIR"]), open(os.environ["WRITE_LOG"], "a")
+CHANGES = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.truncate", "os.chmod",
+           "os.chown", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile", "shutil.copytree"}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+def inside(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return False
+    path = os.path.realpath(os.fsdecode(path))
+    return path == watched or path.startswith(watched + os.sep)
+def hook(event, args):
+    if event == "open":
+        path, mode, flags = args
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & WRITE_FLAGS)
+        if writes and inside(path):
+            log.write(f"{event} {path!r} {mode} {flags}\n")
+            log.flush()
+    elif event in CHANGES and any(inside(a) for a in args[:2]):
+        log.write(f"{event} {args[:2]!r}\n")
+        log.flush()
+sys.addaudithook(hook)
+sys.argv[0] = "zspace"
+runpy.run_module("zspace.cli", run_name="__main__")
+"""
+
+
 def _train_processes(run_dir: Path, epochs: int, port: int, ids=(0, 1), sets=("monitor_images=0",),
-                     **env) -> list[subprocess.Popen]:
+                     watch_worker: Path | None = None, **env) -> list[subprocess.Popen]:
+    """The two processes of a run (``watch_worker``: log the worker's writes in the run directory there)."""
     sets = [part for value in sets for part in ("--set", value)]
-    return [subprocess.Popen([sys.executable, "-m", "zspace.cli", "train", "-c", str(ROOT / "configs/demo.toml"),
+
+    def start(i):
+        return ["-c", _WATCH_WRITES] if i and watch_worker is not None else ["-m", "zspace.cli"]
+
+    watched = {"WATCHED_DIR": str(run_dir), "WRITE_LOG": str(watch_worker)} if watch_worker is not None else {}
+    return [subprocess.Popen([sys.executable, *start(i), "train", "-c", str(ROOT / "configs/demo.toml"),
                               "--set", f"epochs={epochs}", "--set", f"run_dir={run_dir}", "--set",
                               "distribution=data_parallel", *sets, "--set", "verbose=0",
                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-                             env=_env("jax", **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=_env("jax", **env, **watched), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
             for i in ids]
 
 
@@ -230,9 +268,15 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume_after_
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "run"
     # the z-space monitor and the TensorBoard logs on: their model calls are collectives of both processes
-    processes = _train_processes(run, 2, _free_port(), sets=("tensorboard=true",))
+    writes = tmp_path / "worker-writes.log"
+    processes = _train_processes(run, 2, _free_port(), sets=("tensorboard=true",), watch_worker=writes)
     results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
     assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+    # only the chief writes in the run directory: the worker opened nothing there for writing, renamed or
+    # removed nothing, and every TensorBoard event file (written by C++, named with its pid) is the chief's
+    assert writes.read_text() == "", writes.read_text()
+    event_files = list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert event_files and {f.name.split(".")[-3] for f in event_files} == {str(processes[0].pid)}
     ours = json.loads((run / "summary.json").read_text())
     theirs = json.loads((single / "summary.json").read_text())
     assert ours["processes"] == 2 and ours["devices"] == 2

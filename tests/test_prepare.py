@@ -271,6 +271,42 @@ def test_a_streamed_run_resumed_after_an_epoch_has_the_weights_of_an_uninterrupt
     assert all(np.array_equal(a, b) for a, b in zip(straight.model.get_weights(), resumed.model.get_weights()))
 
 
+@pytest.mark.parametrize("through", ["streamed", "pydataset"])
+def test_a_shard_truncated_during_training_is_the_cache_error_and_the_run_stays_whole(celeba, tmp_path, monkeypatch,
+                                                                                    through):
+    """tf.data and Keras' PyDataset adapter wrap a reader's error in their own: train raises the original."""
+    import shutil
+
+    from conftest import tiny_run_config
+
+    import zspace.training.run as run_module
+    from zspace.data.cache import ShardedImages
+    from zspace.training import train
+
+    cache = tmp_path / "cache"
+    shutil.copytree(celeba[0] / "cache", cache)
+    if through == "pydataset":
+        monkeypatch.setattr(run_module, "streamed_dataset", lambda batches: batches)
+    reads, original = [0], ShardedImages.uint8
+
+    def truncated_later(self, indices):  # as if another process cut the file in the third epoch
+        reads[0] += 1
+        if reads[0] == 10:
+            path = self.shards[0].path
+            os.truncate(path, path.stat().st_size // 2)
+        return original(self, indices)
+
+    monkeypatch.setattr(ShardedImages, "uint8", truncated_later)
+    config = tiny_run_config(tmp_path / "run", epochs=6, batch_size=8, dataset=f"cache:{cache}").with_overrides({
+        "input_shape": [32, 32, 3], "encoder_filters": [8, 16], "encoder_kernels": [3, 3],
+        "encoder_strides": [2, 2], "encoder_padding": ["same", "same"]})
+    with pytest.raises(DataError, match="shard-00000.images.npy: short read"):
+        train(config)
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.keras"))
+    assert len(rows) == len(checkpoints) < 6  # every epoch written is whole
+
+
 def test_a_cache_streams_through_tf_data_only_without_a_transform(celeba):
     import keras
 

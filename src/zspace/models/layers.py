@@ -115,12 +115,7 @@ def _replica_window(mu):
     if context is None or context.num_replicas_in_sync == 1:
         return None
     rows = context.all_gather(tf.shape(mu)[:1], axis=0)  # every replica's row count, in replica order
-    # The id as a Python int where the strategy keeps one: its tensor form is a placeholder that Keras'
-    # multi-step while loop (steps_per_execution > 1) cannot feed.
-    replica = getattr(context, "_replica_id_in_sync_group", None)
-    if not isinstance(replica, int):
-        replica = context.replica_id_in_sync_group
-    return tf.reduce_sum(rows[:replica]), tf.reduce_sum(rows)
+    return tf.reduce_sum(rows[:context.replica_id_in_sync_group]), tf.reduce_sum(rows)
 
 
 @keras.saving.register_keras_serializable(package="zspace")

@@ -7,7 +7,21 @@ import math
 import keras
 import numpy as np
 
-__all__ = ["EpochBatches"]
+from zspace.errors import ZspaceError
+
+__all__ = ["EpochBatches", "pop_read_failure"]
+
+# Errors of batch reads (a cache file truncated or removed during training). tf.data and Keras' PyDataset adapter
+# re-raise them as their own errors, with the original only as text; kept here, :func:`pop_read_failure` gives
+# the original back to the caller of fit.
+_read_failures: list[Exception] = []
+
+
+def pop_read_failure() -> Exception | None:
+    """The first error a batch read raised since the last call (None if none); forgets them all."""
+    failure = _read_failures[0] if _read_failures else None
+    _read_failures.clear()
+    return failure
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -83,10 +97,21 @@ class EpochBatches(keras.utils.PyDataset):
         if not self.stored_as_uint8:
             raise ValueError("stored() needs cached images, no transform and one process")
         batch = self._rows(index)[2]
-        images = self.images.uint8(batch)
-        return images, (images if self.targets is None else self.targets.uint8(batch))
+        try:
+            images = self.images.uint8(batch)
+            return images, (images if self.targets is None else self.targets.uint8(batch))
+        except (ZspaceError, OSError) as exc:
+            _read_failures.append(exc)
+            raise
 
     def __getitem__(self, index: int):
+        try:
+            return self._read(index)
+        except (ZspaceError, OSError) as exc:
+            _read_failures.append(exc)
+            raise
+
+    def _read(self, index: int):
         epoch, step, batch, part = self._rows(index)
         if self.transform is None and part is not None:
             batch = batch[part]

@@ -21,7 +21,7 @@ from zspace.models import Autoencoder, build_model
 from zspace.models.saving import inspect_model_file, save_model
 from zspace.storage import atomic_write_text, remove_stale_temporaries
 from zspace.rundir import Run, run_data
-from zspace.training.batches import EpochBatches
+from zspace.training.batches import EpochBatches, pop_read_failure
 from zspace.training.distribute import SINGLE_PROCESS, Cluster, Replicas, outside_distribution, replicas_for
 from zspace.training.precision import resolve_precision
 from zspace.training.tf_pipeline import epoch_dataset, streamed_dataset
@@ -296,19 +296,26 @@ def _fit(model, config, run, x_train, x_val, start_epoch, history, state, monito
         callbacks.append(logs.for_run(run, config, start_epoch, writer, monitor))
     callbacks.append(EpochCheckpoint(run, keep=t.keep_checkpoints, guard=guards, save=chief))
     share = replicas.share if replicas.distribution is not None else None
-    model.fit(
-        input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,
-                      noise_seed=noise_seed, targets=run.split.t_train, share=share),
-        steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
-        shuffle=False,  # the batches are shuffled already; Keras would mix them across epochs
-        # validation noise is the same every epoch (its own seed stream, epoch 0)
-        validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1, targets=run.split.t_val,
-                                      share=share),
-        epochs=t.epochs,
-        initial_epoch=start_epoch,
-        callbacks=callbacks,
-        verbose=t.verbose if chief else 0,
-    )
+    pop_read_failure()
+    try:
+        model.fit(
+            input_batches(x_train, t, seed=noise_seed, start_epoch=start_epoch, end_epoch=t.epochs,
+                          noise_seed=noise_seed, targets=run.split.t_train, share=share),
+            steps_per_epoch=math.ceil(len(x_train) / t.batch_size),
+            shuffle=False,  # the batches are shuffled already; Keras would mix them across epochs
+            # validation noise is the same every epoch (its own seed stream, epoch 0)
+            validation_data=input_batches(x_val, t, seed=None, noise_seed=t.seed + 1, targets=run.split.t_val,
+                                          share=share),
+            epochs=t.epochs,
+            initial_epoch=start_epoch,
+            callbacks=callbacks,
+            verbose=t.verbose if chief else 0,
+        )
+    except Exception:
+        failure = pop_read_failure()  # a damaged cache: its own one-line error, not the pipeline's wrapping
+        if failure is not None:
+            raise failure from None
+        raise
     return guard, jump, writer.rows
 
 
@@ -371,14 +378,10 @@ def _peers_lost(cluster: Cluster):
     except Exception as exc:
         if not cluster.multi_process:
             raise
-        if os.environ.get("ZSPACE_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise RunError(f"process {cluster.process_id} of {cluster.num_processes} stopped: the processes lost each "
                        f"other ({detail}); another process has probably died. The run stays at its last checkpoint: "
-                       f"start all {cluster.num_processes} processes again to resume.") from None
+                       f"start all {cluster.num_processes} processes again to resume.") from exc  # zspace --debug shows it
 
 
 def _remove_if_unused(run: Run) -> None:
