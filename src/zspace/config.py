@@ -355,8 +355,8 @@ class TrainConfig(Config):
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"] = _f(
         'Compute dtype of the layers (weights, losses and sampling stay float32). "mixed_bfloat16" '
         "is 1.5-1.6x faster on CPUs with AVX512-BF16; its final losses and z-space statistics stayed "
-        "inside the seed-to-seed spread, though on the CelebA net its loss ended about 0.3% higher "
-        "in every seed (benchmarks/README.md, precision.py); "
+        "inside the seed-to-seed spread, though its validation loss ended 0.2-0.4% higher in every "
+        "seed (benchmarks/README.md, precision.py); "
         '"mixed_float16" is for GPUs (with loss scaling). "auto": mixed_float16 on a GPU, '
         "mixed_bfloat16 on a CPU with AVX512-BF16, float32 otherwise (resolved on each start; "
         "summary.json says which). Saved models load and run in float32.",

@@ -4,7 +4,7 @@
 "mixed_bfloat16" on CPUs with native bfloat16 arithmetic (AVX512-BF16; AMX-BF16 CPUs have it
 too), and "float32" otherwise. On the measured runs (3 seeds each, Fashion-MNIST and the CelebA
 net) bfloat16's final losses and z-space statistics stayed inside the seed-to-seed spread; paired by
-seed, the CelebA net's loss ended about 0.3% higher (benchmarks/README.md, `precision.py`).
+seed, its validation loss ended 0.2-0.4% higher (benchmarks/README.md, `precision.py`).
 It is resolved on every start: a run resumed on another machine may train on with another one.
 """
 
