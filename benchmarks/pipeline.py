@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import CELEBA_VAE, median_rate, write_synthetic_cache  # noqa: E402
+from common import CELEBA_VAE, machine_line, median_rate, write_synthetic_cache  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
@@ -163,10 +163,8 @@ def main() -> None:
         for name in paths:
             rows.append((f"fit, steady state: {name}", float(np.median(steady[name]))))
     memory, streamed = (np.array(steady[name]) for name in list(paths)[:2])
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in cpu]
-    print(f"machine: {os.cpu_count()} cores ({' '.join(flags)}); keras {keras.__version__} "
-          f"({keras.backend.backend()}); {n} cached images, {len(train)} trained on, {args.rounds} rounds")
+    print(f"machine: {machine_line(('tensorflow|tensorflow-cpu', 'keras'))}")
+    print(f"{keras.backend.backend()} backend; {n} cached images, {len(train)} trained on, {args.rounds} rounds")
     width = max(len(name) for name, _ in rows)
     for name, rate in rows:
         print(f"{name:<{width}}  {rate:10.0f} img/s")

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine_line  # noqa: E402
+
 PRECISIONS = ("float32", "mixed_bfloat16")
 QUANTITIES = ("val_total_loss", "val_reco_loss", "val_kl_divergence", "z_radius_mean", "mu_radius_mean",
               "logvar_mean")
@@ -95,10 +98,8 @@ def main() -> None:
             print(f"{precision:>15} seed {seed}: {took:7.1f} s  "
                   + "  ".join(f"{q}={row[q]:.4f}" for q in QUANTITIES if q in row), flush=True)
     (out / "precision.json").write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=1))
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in cpu]
-    print(f"\nmachine: {os.cpu_count()} cores ({' '.join(flags)}); config {args.config} "
-          f"{' '.join(args.overrides)}; seeds {seeds}; runs in {out}")
+    print(f"\nmachine: {machine_line(('tensorflow|tensorflow-cpu', 'keras'))}")
+    print(f"config {args.config} {' '.join(args.overrides)}; seeds {seeds}; runs in {out}")
     ratios = report(rows, seconds)
     print(f"diff_over_spread={max(ratios.values()):.2f}")
 
