@@ -122,6 +122,40 @@ def test_four_kl_methods_give_same_loss_and_gradients(images, kind):
         assert ref["kl_loss"] > 0
 
 
+@pytest.mark.parametrize("kind, method", [("ae", "layer"), ("vae", "layer"), ("vae", "outputs"),
+                                          ("vae", "add_loss"), ("vae", "train_step")])
+def test_a_padded_batch_weighted_zero_on_its_padding_trains_like_the_batch_itself(images, kind, method):
+    """JAX's DataParallel pads a batch to a multiple of the devices with rows weighted 0 (the others
+    padded / real): the loss, the metrics and the step are the unpadded batch's, whatever the padding
+    holds (black images here, far from the batch's; mse, whose loss tells them apart at the start).
+    z = mu: the noise of 13 and 16 rows differs."""
+    real, padded = 13, 16
+    x = images[:real]
+    x_padded = np.concatenate([x, np.zeros_like(x[:padded - real])])
+    weights = np.where(np.arange(padded) < real, padded / real, 0.0).astype("float32")
+    config = tiny_model_config(kind=kind, kl_method=method, kl_factor=0.7, epsilon_scale=0.0,
+                               reconstruction_loss="mse")
+    initial = build_model(config, seed=4).get_weights()
+    logs, steps = {}, {}
+    for name, args in (("plain", (x, x)), ("padded", (x_padded, x_padded, weights))):
+        model = build_model(config, seed=4)
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        logs[name] = model.train_on_batch(*args, return_dict=True)
+        steps[name] = [w0 - w1 for w0, w1 in zip(initial, model.get_weights())]
+    for key in ("loss", "kl_loss", "reco_loss") + (("kl_divergence",) if kind == "vae" else ()):
+        assert logs["padded"][key] == pytest.approx(logs["plain"][key], rel=1e-5), key
+    for a, b in zip(steps["plain"], steps["padded"]):
+        np.testing.assert_allclose(b, a, atol=1e-5 * max(1.0, float(np.abs(a).max())))
+    assert max(float(np.abs(s).max()) for s in steps["plain"]) > 1e-4
+    # the weights matter: the same padded rows unweighted give another loss
+    model = build_model(config, seed=4)
+    model.set_weights(initial)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    unweighted = model.test_on_batch(x_padded, x_padded, return_dict=True)["loss"]
+    assert unweighted != pytest.approx(logs["plain"]["loss"], rel=1e-4)
+
+
 @pytest.mark.parametrize("method", ["layer", "outputs", "add_loss", "train_step"])
 def test_nonfinite_step_names_the_first_bad_step_inside_one_compiled_call(images, method):
     images = images.copy()

@@ -11,7 +11,7 @@ from keras import ops
 from zspace.config import ModelConfig
 from zspace.models.kl_methods import KLMethod, kl_method_for
 from zspace.models.layers import PerThreadLosses
-from zspace.models.losses import kl_per_image, per_replica, whole_batch
+from zspace.models.losses import batch_mean, batch_rows, kl_per_image, per_replica, whole_batch
 from zspace.models.networks import build_decoder, build_encoder
 
 __all__ = ["Autoencoder", "build_model"]
@@ -131,26 +131,29 @@ class Autoencoder(PerThreadLosses, keras.Model):
         Under a tf.distribute strategy of several replicas, each returns its share of the global
         batch's mean (:func:`per_replica`: the replicas' gradients are summed); the tracked value is
         the replica's own mean (the metric weighs replicas by their images).
+
+        ``sample_weight`` (batch,), given only by JAX's DataParallel, pads a batch that does not divide by
+        the devices: 0 on the padding rows, padded / real on the others (see :func:`batch_mean`).
         """
         total = whole_batch(self.kl_method.compute_loss(self, x, y, y_pred, sample_weight, training))
-        self.track_total_loss(total, y_pred)
+        self.track_total_loss(total, y_pred, sample_weight)
         return per_replica(total, ops.shape(y_pred["z"])[0])
 
-    def track_total_loss(self, total, y_pred):
+    def track_total_loss(self, total, y_pred, sample_weight=None):
         """Feeds one step's total loss (scalar) to ``total_loss`` and ``nonfinite_step``.
 
         Called once per train/test step: by :meth:`compute_loss` in Keras' steps, by the
         "train_step" method's own steps. Under JAX both run where metric variables are mapped.
         """
-        self.total_loss_tracker.update_state(total, sample_weight=ops.shape(y_pred["z"])[0])
+        self.total_loss_tracker.update_state(total, sample_weight=batch_rows(y_pred, sample_weight))
         self.nonfinite_step_tracker.update_state(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        batch_size = ops.shape(y_pred["z"])[0]
+        batch_size = batch_rows(y_pred, sample_weight)
         if self.is_vae:
-            raw_kl = ops.mean(kl_per_image(y_pred["mu"], y_pred["logvar"]))
+            raw_kl = batch_mean(kl_per_image(y_pred["mu"], y_pred["logvar"]), sample_weight)
             self.kl_divergence_tracker.update_state(raw_kl, sample_weight=batch_size)
-            kl = ops.mean(y_pred["weighted_kl"])
+            kl = batch_mean(y_pred["weighted_kl"], sample_weight)
         else:
             kl = ops.zeros((), dtype="float32")
         self.kl_loss_tracker.update_state(kl, sample_weight=batch_size)

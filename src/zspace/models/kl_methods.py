@@ -17,6 +17,8 @@ path and training step):
 
 All four give the same loss and gradients for the same batch, weights and noise
 (tests/test_models.py checks it on TensorFlow, PyTorch and JAX). An AE uses :class:`NoKL`.
+A batch padded to a multiple of the devices (JAX's DataParallel) comes with sample weights,
+0 on its padding rows: every method's loss is then the mean over the real rows (tested).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from keras import ops
 
 from zspace.config import ModelConfig
 from zspace.models.layers import KLDivergenceLoss
-from zspace.models.losses import (LogvarKLLoss, MuKLLoss, ReconstructionLoss, per_replica,
+from zspace.models.losses import (LogvarKLLoss, MuKLLoss, ReconstructionLoss, batch_mean, per_replica,
                                   reconstruction_per_image, replicas_in_sync)
 
 __all__ = [
@@ -61,7 +63,20 @@ class NoKL(KLMethod):
     """A plain AE: the loss is the reconstruction alone."""
 
 
-class LayerKL(KLMethod):
+class _KLThroughAddLoss(KLMethod):
+    """A method whose KL term reaches the loss through ``add_loss``, which sees no sample weights."""
+
+    def compute_loss(self, model, x, y, y_pred, sample_weight, training):
+        total = super().compute_loss(model, x, y, y_pred, sample_weight, training)
+        if sample_weight is None:
+            return total
+        # A padded batch (JAX's DataParallel): the added KL is the mean over every row, padding included;
+        # swap it for the weighted mean. With weights all 1 the two terms are one value and cancel exactly.
+        kl = y_pred["weighted_kl"]
+        return total + per_replica_count(batch_mean(kl, sample_weight) - ops.mean(kl))
+
+
+class LayerKL(_KLThroughAddLoss):
     """A :class:`KLDivergenceLoss` layer on ``[mu, logvar]`` calls ``add_loss`` in the forward pass."""
 
     name = "layer"
@@ -99,7 +114,7 @@ class OutputsKL(KLMethod):
         return super().compute_loss(model, x, y, y_pred, sample_weight, training)
 
 
-class AddLossKL(KLMethod):
+class AddLossKL(_KLThroughAddLoss):
     """The model calls ``self.add_loss`` in its own ``call``.
 
     (Keras 2 let a functional model take ``model.add_loss(kl_tensor)`` on symbolic tensors;
@@ -129,14 +144,15 @@ class TrainStepKL(KLMethod):
     def compile_loss(self, config):
         return None
 
-    def total_loss(self, model, y, y_pred, losses):
-        """reco + weighted KL + the other ``add_loss`` terms (regularisers): scalar, float32."""
+    def total_loss(self, model, y, y_pred, losses, sample_weight=None):
+        """reco + weighted KL + the other ``add_loss`` terms (regularisers): scalar, float32. The batch
+        means are weighted by ``sample_weight`` (a padded batch, see ``Autoencoder.compute_loss``)."""
         config = model.model_config
         reco = reconstruction_per_image(y, y_pred["reconstruction"], config.reconstruction_loss,
                                         config.reconstruction_reduction)
-        total = ops.mean(reco)
+        total = batch_mean(reco, sample_weight)
         if "weighted_kl" in y_pred:
-            total = total + ops.mean(y_pred["weighted_kl"])
+            total = total + batch_mean(y_pred["weighted_kl"], sample_weight)
         for loss in losses:
             total = total + ops.cast(ops.sum(loss), "float32")
         return total
@@ -144,7 +160,7 @@ class TrainStepKL(KLMethod):
     def compute_loss(self, model, x, y, y_pred, sample_weight, training):
         # Keras' test step (evaluate) uses this: the loss the custom step trains on, in Keras' convention
         # (a replica's mean / the replica count, as Keras' own losses).
-        return per_replica_count(self.total_loss(model, y, y_pred, model.losses))
+        return per_replica_count(self.total_loss(model, y, y_pred, model.losses, sample_weight))
 
     def train_step(self, model, *args):
         step = {"tensorflow": self._tensorflow_step, "torch": self._torch_step, "jax": self._jax_step}
@@ -162,12 +178,12 @@ class TrainStepKL(KLMethod):
         x, y, sample_weight = _unpack(data)
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
-            loss = self.total_loss(model, y, y_pred, model.losses)
+            loss = self.total_loss(model, y, y_pred, model.losses, sample_weight)
             # the replicas sum their gradients: each contributes its share of the global mean
             scaled = model.optimizer.scale_loss(per_replica(loss, ops.shape(y_pred["z"])[0]))
         gradients = tape.gradient(scaled, model.trainable_weights)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
-        model.track_total_loss(loss, y_pred)
+        model.track_total_loss(loss, y_pred, sample_weight)
         return model.compute_metrics(x, y, y_pred, sample_weight)
 
     def _torch_step(self, model, data):
@@ -176,13 +192,13 @@ class TrainStepKL(KLMethod):
         x, y, sample_weight = _unpack(data)
         model.zero_grad()
         y_pred = model(x, training=True)
-        loss = self.total_loss(model, y, y_pred, model.losses)
+        loss = self.total_loss(model, y, y_pred, model.losses, sample_weight)
         model.optimizer.scale_loss(loss).backward()
         trainable = model.trainable_weights
         gradients = [v.value.grad for v in trainable]
         with torch.no_grad():
             model.optimizer.apply(gradients, trainable)
-        model.track_total_loss(loss, y_pred)
+        model.track_total_loss(loss, y_pred, sample_weight)
         return model.compute_metrics(x, y, y_pred, sample_weight)
 
     def _jax_step(self, model, state, data):
@@ -195,7 +211,7 @@ class TrainStepKL(KLMethod):
             y_pred, non_trainable, losses = model.stateless_call(
                 trainable, non_trainable, x, training=True, return_losses=True
             )
-            loss = self.total_loss(model, y, y_pred, losses)
+            loss = self.total_loss(model, y, y_pred, losses, sample_weight)
             # The loss scale is an optimizer variable: read it from optimizer_vars.
             with keras.StatelessScope(state_mapping=list(zip(model.optimizer.variables, optimizer_vars))):
                 scaled = model.optimizer.scale_loss(loss)
@@ -207,7 +223,7 @@ class TrainStepKL(KLMethod):
         trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, gradients, trainable)
         # Metrics update statelessly too: map their variables to this step's values.
         with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_vars))) as scope:
-            model.track_total_loss(loss, y_pred)
+            model.track_total_loss(loss, y_pred, sample_weight)
             logs = model.compute_metrics(x, y, y_pred, sample_weight)
         metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)

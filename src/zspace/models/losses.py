@@ -17,6 +17,8 @@ __all__ = [
     "replicas_in_sync",
     "per_replica",
     "whole_batch",
+    "batch_mean",
+    "batch_rows",
 ]
 
 
@@ -54,6 +56,24 @@ def whole_batch(loss):
     """Keras' convention (a replica's mean / the replica count) -> the replica's mean, for metrics."""
     n = replicas_in_sync()
     return loss if n == 1 else loss * ops.cast(n, loss.dtype)
+
+
+def batch_mean(values, sample_weight=None):
+    """Mean of per-image ``values`` (batch,) over a batch, each weighted by ``sample_weight`` (batch,) if given.
+
+    zspace's sample weights keep the mean (Keras' mask convention): a batch padded to a multiple of
+    the devices weighs its padding rows 0 and its real rows padded / real, so this is the mean over
+    the real rows."""
+    if sample_weight is None:
+        return ops.mean(values)
+    return ops.mean(values * ops.cast(ops.reshape(sample_weight, (-1,)), values.dtype))
+
+
+def batch_rows(y_pred, sample_weight=None):
+    """The images in a batch, padding rows (weight 0) left out: the weight of its mean in an epoch's."""
+    if sample_weight is None:
+        return ops.shape(y_pred["z"])[0]
+    return ops.sum(ops.cast(ops.reshape(sample_weight, (-1,)) > 0, "float32"))
 
 
 def reconstruction_per_image(target, output, kind: str, reduction: str = "sum"):

@@ -44,9 +44,11 @@ class EpochBatches(keras.utils.PyDataset):
             inputs and ``transform`` must be None); None: the images are the targets.
         noise_seed: seed of the transform's random numbers, drawn per (epoch, batch) so that a
             resumed run sees the same noise.
-        share: ``share(rows) -> slice | None``: this process's rows of a batch of ``rows`` images (one of
-            several processes; None: the whole batch). Only those rows are read, except with a transform,
-            which draws the whole batch's noise (so that the noise is that of one process).
+        share: ``share(rows) -> BatchShare | None`` (:class:`zspace.training.distribute.BatchShare`): this
+            process's rows of a batch of ``rows`` images under JAX's DataParallel, padded to a multiple of
+            the devices; then every batch is (inputs, targets, sample weights), the weights 0 on padding.
+            Only those rows are read, except with a transform, which draws the whole batch's noise (so that
+            the noise is that of one process).
     """
 
     def __init__(self, images, batch_size: int, seed: int | None = None, start_epoch: int = 0,
@@ -75,8 +77,8 @@ class EpochBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.steps_per_epoch * (self.end_epoch - self.start_epoch)
 
-    def _rows(self, index: int) -> tuple[int, int, np.ndarray, slice | None]:
-        """(epoch, step, sorted image indices, this process's part or None) of batch ``index``."""
+    def _rows(self, index: int) -> tuple[int, int, np.ndarray, object]:
+        """(epoch, step, sorted image indices, this process's BatchShare or None) of batch ``index``."""
         epoch = self.start_epoch + index // self.steps_per_epoch
         step = index % self.steps_per_epoch
         # Sorted indices read memory (or disk) in order; the order inside a batch does not change its mean loss.
@@ -112,14 +114,17 @@ class EpochBatches(keras.utils.PyDataset):
             raise
 
     def _read(self, index: int):
-        epoch, step, batch, part = self._rows(index)
-        if self.transform is None and part is not None:
-            batch = batch[part]
+        epoch, step, batch, share = self._rows(index)
+        if share is not None and self.transform is None:
+            batch = batch[share.positions()]
         targets = self.images[batch]
         if self.targets is not None:  # input/target pairs: the images are the inputs
-            return targets, self.targets[batch]
-        if self.transform is None:
-            return targets, targets
-        rng = np.random.default_rng([self.noise_seed, epoch, step])
-        inputs = self.transform(targets, rng)
-        return (inputs, targets) if part is None else (inputs[part], targets[part])
+            inputs, targets = targets, self.targets[batch]
+        elif self.transform is None:
+            inputs = targets
+        else:
+            rng = np.random.default_rng([self.noise_seed, epoch, step])
+            inputs = self.transform(targets, rng)
+            if share is not None:
+                inputs, targets = inputs[share.positions()], targets[share.positions()]
+        return (inputs, targets) if share is None else (inputs, targets, share.weights())

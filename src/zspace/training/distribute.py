@@ -25,11 +25,12 @@ import threading
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 
 from zspace.config_fields import MAX_PROCESSES
 from zspace.errors import ConfigError, RunError
 
-__all__ = ["Cluster", "Replicas", "replicas_for", "outside_distribution", "COORDINATOR_TIMEOUT_S",
+__all__ = ["Cluster", "BatchShare", "Replicas", "replicas_for", "outside_distribution", "COORDINATOR_TIMEOUT_S",
            "HEARTBEAT_TIMEOUT_S"]
 
 COORDINATOR_TIMEOUT_S = 60.0
@@ -127,6 +128,36 @@ class Cluster:
 SINGLE_PROCESS = Cluster()
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """One process's rows of a global batch under JAX's DataParallel.
+
+    Keras' JAX trainer lays every batch out like the first, so a batch must divide by the devices. A
+    split's last, smaller batch is padded to ``padded`` rows with copies of its first images, which
+    weigh 0; the real rows weigh ``padded / real`` (Keras' mask convention), so that every batch mean
+    of the loss and the metrics is the mean over the ``real`` images: none is left out of an epoch,
+    none counts twice.
+
+    Attributes:
+        real: images in the global batch.
+        padded: rows fed: ``real`` rounded up to a multiple of the devices.
+        part: this process's rows of the padded batch (the processes' parts in process order).
+    """
+
+    real: int
+    padded: int
+    part: slice
+
+    def positions(self) -> np.ndarray:
+        """(rows in part,) int: the position in the real batch of each row of this process's part."""
+        return (np.arange(self.padded) % self.real)[self.part]
+
+    def weights(self) -> np.ndarray:
+        """(rows in part,) float32: each row's sample weight, 0 on padding."""
+        whole = np.where(np.arange(self.padded) < self.real, np.float32(self.padded / self.real), np.float32(0))
+        return whole.astype(np.float32)[self.part]
+
+
 @dataclass
 class Replicas:
     """The devices a run trains on and how its data reaches them.
@@ -152,20 +183,16 @@ class Replicas:
         """The context in which the model must be built (TensorFlow: the strategy's scope)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-    def share(self, rows: int) -> slice | None:
-        """This process's rows of a global batch of ``rows`` images under JAX's DataParallel; None
+    def share(self, rows: int) -> BatchShare | None:
+        """This process's part of a global batch of ``rows`` images under JAX's DataParallel; None
         where the batch goes whole to ``fit`` (no distribution, or TensorFlow's strategy, which splits
-        batches itself, unevenly if need be).
-
-        Keras' JAX trainer lays every batch out like the first, so a batch must divide by the devices:
-        a split's last, smaller batch is trimmed to a multiple of them (at most ``count - 1`` images
-        left out of the epoch: for training a different one each epoch, its order being shuffled).
-        """
+        batches itself, unevenly if need be)."""
         if self.distribution is None:
             return None
-        usable = rows - rows % self.count
-        per_process = usable // self.cluster.num_processes
-        return slice(self.cluster.process_id * per_process, (self.cluster.process_id + 1) * per_process)
+        padded = -(-rows // self.count) * self.count
+        per_process = padded // self.cluster.num_processes
+        start = self.cluster.process_id * per_process
+        return BatchShare(real=rows, padded=padded, part=slice(start, start + per_process))
 
     def check_batches(self, batch_size: int) -> None:
         """Refuses a global batch that does not divide by the devices."""
@@ -181,7 +208,6 @@ class Replicas:
             return
         import hashlib
 
-        import numpy as np
         from jax.experimental import multihost_utils
 
         digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8)
