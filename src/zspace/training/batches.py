@@ -70,9 +70,10 @@ class EpochBatches(keras.utils.PyDataset):
         """Permutation of the sample indices for 0-based ``epoch``."""
         if self.seed is None:
             return np.arange(len(self.images))
-        if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.images)))
-        return self._cached[1]
+        cached = self._cached  # one read: tf.data's reader threads may ask for two epochs at once
+        if cached is None or cached[0] != epoch:
+            cached = self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.images)))
+        return cached[1]
 
     def __len__(self) -> int:
         return self.steps_per_epoch * (self.end_epoch - self.start_epoch)
