@@ -92,6 +92,24 @@ def test_features_shape_dtype_and_determinism(trained, digits):
     assert first.std(0).max() > 0  # not a dead layer
 
 
+def test_features_run_every_batch_at_one_length_so_tensorflow_traces_once(trained, digits, monkeypatch):
+    """300 images in batches of 64 end with 44: padded to 64, the model sees one batch length (a new length
+    retraced TensorFlow's predict function, and logged its "retracing" warning), and the rows are the same."""
+    extractor = trained[1]
+    images = digits.x_train[:300]
+    expected = extractor.features(images, batch_size=300)
+    lengths = []
+    predict = extractor.model.predict_on_batch
+
+    def recorded(batch):
+        lengths.append(len(batch))
+        return predict(batch)
+
+    monkeypatch.setattr(extractor.model, "predict_on_batch", recorded)
+    np.testing.assert_allclose(extractor.features(images, batch_size=64), expected, rtol=1e-5, atol=1e-6)
+    assert lengths == [64] * 5
+
+
 def test_second_call_loads_the_cache_without_training(trained, digits, monkeypatch):
     cache_dir, extractor = trained
     monkeypatch.setattr(features_module, "_train", _no_training)

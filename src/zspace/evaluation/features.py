@@ -147,9 +147,18 @@ class FeatureExtractor:
                 batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
                 if self.input_shape is None and batch.shape[-1] == 1:
                     batch = np.repeat(batch, 3, axis=-1)
-                out[start:start + len(batch)] = self.model.predict_on_batch(batch)
+                out[start:start + len(batch)] = predict_padded(self.model, batch, batch_size)
                 bar.update(len(batch))
         return out
+
+
+def predict_padded(model: keras.Model, batch: np.ndarray, rows: int) -> np.ndarray:
+    """``model.predict_on_batch`` of ``batch`` (at most ``rows`` images), zero-padded to ``rows``: TensorFlow
+    traces the predict function again for every new batch length (a slow step, and its "retracing" warning)."""
+    n = len(batch)
+    if n < rows:
+        batch = np.concatenate([batch, np.zeros((rows - n, *batch.shape[1:]), dtype=batch.dtype)])
+    return model.predict_on_batch(batch)[:n]
 
 
 # === The domain network ===
@@ -205,7 +214,7 @@ class _TargetBatches(keras.utils.PyDataset):
 
 def _logits(network: keras.Model, images, rows: np.ndarray) -> np.ndarray:
     """(len(rows), outputs) logits of ``images[rows]``, batch by batch (images may live on disk)."""
-    return np.concatenate([network.predict_on_batch(np.asarray(images[rows[start:start + 1024]], np.float32))
+    return np.concatenate([predict_padded(network, np.asarray(images[rows[start:start + 1024]], np.float32), 1024)
                            for start in range(0, len(rows), 1024)])
 
 
