@@ -257,13 +257,16 @@ runpy.run_module("zspace.cli", run_name="__main__")
 
 
 def _train_processes(run_dir: Path, epochs: int, port: int, ids=(0, 1), sets=("monitor_images=0",),
-                     watch_worker: Path | None = None, cwd=None, **env) -> list[subprocess.Popen]:
+                     watch_worker: Path | None = None, cwd=None, worker_program: str | None = None,
+                     **env) -> list[subprocess.Popen]:
     """The two processes of a run (``watch_worker``: log the worker's writes in the run directory there;
-    ``cwd``: each process's working folder)."""
+    ``cwd``: each process's working folder; ``worker_program``: Python source that runs the worker's CLI)."""
     sets = [part for value in sets for part in ("--set", value)]
+    if watch_worker is not None:
+        worker_program = _WATCH_WRITES
 
     def start(i):
-        return ["-c", _WATCH_WRITES] if i and watch_worker is not None else ["-m", "zspace.cli"]
+        return ["-c", worker_program] if i and worker_program is not None else ["-m", "zspace.cli"]
 
     watched = {"WATCHED_DIR": str(run_dir), "WRITE_LOG": str(watch_worker)} if watch_worker is not None else {}
     return [subprocess.Popen([sys.executable, *start(i), "train", "-c", str(ROOT / "configs/demo.toml"),
@@ -415,6 +418,25 @@ def test_processes_that_loaded_different_data_stop_in_one_line_instead_of_waitin
         assert code == 2 and len(ours) == 1 and "started with different data" in ours[0], err[-2000:]
         assert "process 1 differs from process 0" in ours[0]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# Process 1 gets 2 CPU devices where process 0 has 1, as hosts with different GPU counts would.
+_TWO_CPU_DEVICES = r"""
+import runpy, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+sys.argv[0] = "zspace"
+runpy.run_module("zspace.cli", run_name="__main__")
+"""
+
+
+def test_processes_with_different_numbers_of_devices_stop_in_one_line(tmp_path):
+    """Found by an adversarial pass: JAX's multi-process helpers ended both in a reshape traceback."""
+    processes = _train_processes(tmp_path / "run", 1, _free_port(), worker_program=_TWO_CPU_DEVICES)
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+    for (code, err), mine in zip(results, ("1 cpu devices", "2 cpu devices")):
+        ours = [line for line in err.splitlines() if line.startswith("zspace:")]
+        assert code == 2 and len(ours) == 1 and mine in ours[0] and "3 in all" in ours[0], err[-2000:]
 
 
 def test_a_chief_whose_coordinator_port_is_taken_says_so_in_one_line(tmp_path):

@@ -325,6 +325,12 @@ def _data_parallel(devices: int, cluster: Cluster) -> Replicas:
         except RuntimeError:
             pass
     local = jax.local_devices()
+    if cluster.multi_process and jax.device_count() != len(local) * jax.process_count():
+        # JAX's multi-process helpers lay the devices out as (processes, devices per process): uneven counts
+        # end every process in a reshape error, at the first collective
+        raise RunError(f"process {cluster.process_id} has {len(local)} {local[0].platform} devices, but the "
+                       f"{jax.process_count()} processes have {jax.device_count()} in all: every process needs the "
+                       f"same number of devices (on GPU hosts, make the same count visible, e.g. CUDA_VISIBLE_DEVICES).")
     n = devices or (1 if local[0].platform == "cpu" else len(local))
     if n > len(local):
         raise RunError(f"devices = {n} but JAX has {len(local)} {local[0].platform} devices in this process"
