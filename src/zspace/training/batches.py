@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from zspace.errors import ZspaceError
+
+if TYPE_CHECKING:
+    from zspace.training.distribute import BatchShare
 
 __all__ = ["EpochBatches", "pop_read_failure"]
 
@@ -78,7 +82,7 @@ class EpochBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.steps_per_epoch * (self.end_epoch - self.start_epoch)
 
-    def _rows(self, index: int) -> tuple[int, int, np.ndarray, object]:
+    def _rows(self, index: int) -> tuple[int, int, np.ndarray, BatchShare | None]:
         """(epoch, step, sorted image indices, this process's BatchShare or None) of batch ``index``."""
         epoch = self.start_epoch + index // self.steps_per_epoch
         step = index % self.steps_per_epoch
@@ -127,5 +131,6 @@ class EpochBatches(keras.utils.PyDataset):
             rng = np.random.default_rng([self.noise_seed, epoch, step])
             inputs = self.transform(targets, rng)
             if share is not None:
-                inputs, targets = inputs[share.positions()], targets[share.positions()]
+                positions = share.positions()
+                inputs, targets = inputs[positions], targets[positions]
         return (inputs, targets) if share is None else (inputs, targets, share.weights())
