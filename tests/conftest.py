@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from pathlib import Path
@@ -14,6 +15,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from zspace.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
 
 SHARED_FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+
+
+def write_idx(path, array, gz=False):
+    """Writes ``array`` as a uint8 IDX file (gzipped with ``gz``)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
 
 
 @pytest.fixture(scope="session", autouse=True)

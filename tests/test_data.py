@@ -3,18 +3,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_idx
 
 from zspace.cli import main
 from zspace.config import ModelConfig
 from zspace.data import check_input_shape, find_local_dataset, load_dataset, read_idx, train_validation_split
 from zspace.data.datasets import Dataset
 from zspace.errors import DataError
-
-
-def write_idx(path, array, gz=False):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
 
 
 def fake_idx_folder(folder, n_train=12, n_test=4, gz=True):

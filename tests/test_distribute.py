@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_idx
 
 from zspace.errors import ConfigError
 from zspace.training.batches import EpochBatches
@@ -392,11 +393,6 @@ def test_processes_started_with_different_configs_stop_in_one_line_instead_of_wa
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-                     + array.astype(np.uint8).tobytes())
-
-
 def test_processes_that_loaded_different_data_stop_in_one_line_instead_of_waiting_forever(tmp_path):
     """One config, dataset = "idx:data", but each process's working folder holds other files under that
     name (a stale copy on one machine): 200 against 180 training images would deadlock mid-epoch."""
@@ -405,10 +401,10 @@ def test_processes_that_loaded_different_data_stop_in_one_line_instead_of_waitin
     for n in (200, 180):
         folder = tmp_path / f"machine-{n}"
         (folder / "data").mkdir(parents=True)
-        _write_idx(folder / "data/train-images-idx3-ubyte", rng.integers(0, 256, (n, 8, 8)))
-        _write_idx(folder / "data/train-labels-idx1-ubyte", np.arange(n) % 10)
-        _write_idx(folder / "data/t10k-images-idx3-ubyte", rng.integers(0, 256, (40, 8, 8)))
-        _write_idx(folder / "data/t10k-labels-idx1-ubyte", np.arange(40) % 10)
+        write_idx(folder / "data/train-images-idx3-ubyte", rng.integers(0, 256, (n, 8, 8)))
+        write_idx(folder / "data/train-labels-idx1-ubyte", np.arange(n) % 10)
+        write_idx(folder / "data/t10k-images-idx3-ubyte", rng.integers(0, 256, (40, 8, 8)))
+        write_idx(folder / "data/t10k-labels-idx1-ubyte", np.arange(40) % 10)
         folders.append(folder)
     processes = _train_processes(tmp_path / "run", 1, port, sets=("monitor_images=0", "dataset=idx:data"),
                                  cwd=folders)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,16 @@ __all__ = ["EpochBatches", "pop_read_failure"]
 # re-raise them as their own errors, with the original only as text; kept here, :func:`pop_read_failure` gives
 # the original back to the caller of fit.
 _read_failures: list[Exception] = []
+
+
+@contextlib.contextmanager
+def _remembering_read_failures():
+    """Keeps an error of the reads in the block for :func:`pop_read_failure`, and lets it go on."""
+    try:
+        yield
+    except (ZspaceError, OSError) as exc:
+        _read_failures.append(exc)
+        raise
 
 
 def pop_read_failure() -> Exception | None:
@@ -104,19 +115,13 @@ class EpochBatches(keras.utils.PyDataset):
         if not self.stored_as_uint8:
             raise ValueError("stored() needs cached images, no transform and one process")
         batch = self._rows(index)[2]
-        try:
+        with _remembering_read_failures():
             images = self.images.uint8(batch)
             return images, (images if self.targets is None else self.targets.uint8(batch))
-        except (ZspaceError, OSError) as exc:
-            _read_failures.append(exc)
-            raise
 
     def __getitem__(self, index: int):
-        try:
+        with _remembering_read_failures():
             return self._read(index)
-        except (ZspaceError, OSError) as exc:
-            _read_failures.append(exc)
-            raise
 
     def _read(self, index: int):
         epoch, step, batch, share = self._rows(index)
